@@ -1,0 +1,207 @@
+"""Self-describing checkpoints, and the importer for the authors' released model.
+
+Our format is one ``.safetensors`` file: tensors ``model.*`` (the network),
+``vocab.vectors`` and ``vocab.seen``; metadata ``format``, ``config`` (JSON of
+:class:`ModelConfig`) and ``vocab_tags`` (JSON list). Loading needs nothing but the
+file, never unpickles, and is strict.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig, PreprocessConfig
+from .errors import CheckpointError, SDLError
+from .model import PrincipalVectorModel, SDLModel
+from .vocab import Vocabulary
+from .wordvec import AUTHORS_FASTTEXT
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sdl-tagger"
+FORMAT_VERSION = "1"
+
+
+def save_checkpoint(model: PrincipalVectorModel, vocab: Vocabulary, path: str | Path) -> Path:
+    """Write model weights, config and vocabulary into one safetensors file."""
+    path = Path(path)
+    if vocab.dim != model.config.d:
+        raise CheckpointError(f"vocabulary vectors are {vocab.dim}-d but the model's word space is {model.config.d}-d")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors["vocab.vectors"] = torch.from_numpy(vocab.vectors.copy())
+    tensors["vocab.seen"] = torch.from_numpy(vocab.seen.astype(np.uint8))
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "config": model.config.to_json(), "vocab_tags": json.dumps(vocab.tags, ensure_ascii=False)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Vocabulary]:
+    """Config, model state dict and vocabulary from one of our checkpoint files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{path.name}: a safetensors file, but not an SDL tagger checkpoint "
+                                      "(no 'format: sdl-tagger' metadata)")
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except SDLError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path.name}: not a readable safetensors checkpoint "
+                              f"(corrupt, truncated or another format): {exc}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path.name}: checkpoint format version {meta.get('format_version')!r}; "
+                              f"this version of sdl_core reads {FORMAT_VERSION!r}")
+    try:
+        config = ModelConfig.from_json(meta["config"])
+        tags = json.loads(meta["vocab_tags"])
+        vocab = Vocabulary(tags, tensors.pop("vocab.vectors").numpy(), tensors.pop("vocab.seen").numpy().astype(bool))
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path.name}: checkpoint metadata is incomplete or invalid ({exc})") from None
+    if vocab.dim != config.d:
+        raise CheckpointError(f"{path.name}: vocabulary is {vocab.dim}-d but the config says D={config.d}")
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    return config, state, vocab
+
+
+def build_model(config: ModelConfig, state: dict[str, torch.Tensor] | None = None) -> PrincipalVectorModel:
+    """Instantiate the model a config describes and load ``state`` strictly."""
+    if config.kind == "sdl":
+        model: PrincipalVectorModel = SDLModel(config)
+    elif config.kind == "conse":
+        from .conse import ConSEModel  # the offline default's family
+        model = ConSEModel(config)
+    else:
+        raise CheckpointError(f"unknown model kind {config.kind!r}")
+    if state is not None:
+        load_state_strict(model, state, what=f"{config.kind} model '{config.backbone}' (K={config.k}, D={config.d})")
+    return model.eval()
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with a message that names what went wrong."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            parts.append(f"{len(wrong)} with another shape (e.g. {wrong[:2]})")
+        raise CheckpointError(f"weights do not fit the {what}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path) -> tuple[PrincipalVectorModel, Vocabulary]:
+    config, state, vocab = read_checkpoint(path)
+    return build_model(config, state), vocab
+
+
+# --- the authors' released model -------------------------------------------------
+
+#: The authors' NUS-WIDE model: TResNet-M, squash-resize to 224 with Pillow's default
+#: (bicubic) filter, pixels / 255 and no mean/std.
+OFFICIAL_PREPROCESS = PreprocessConfig(size=224, resize="squash", interpolation="bicubic")
+
+
+def official_key_to_timm(key: str) -> str:
+    """Rename one key of the authors' TResNet state dict to timm's ``tresnet_m``.
+
+    The authors wrap conv+norm as ``Sequential(conv, InPlaceABN)`` (``convN.0`` /
+    ``convN.1``), anti-aliased ones once more (``convN.0.0`` / ``convN.0.1``), and
+    downsample paths as ``downsample.1.0`` / ``downsample.1.1``; timm names them
+    ``.conv`` and ``.bn`` and keeps the body under ``body.``.
+    """
+    parts = key.split(".")
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        out.append(part)
+        i += 1
+        wraps_conv = re.fullmatch(r"conv\d+", part) is not None
+        if part == "downsample" and i < len(parts):
+            out.append(parts[i])  # position of the conv block inside the downsample path
+            i += 1
+            wraps_conv = True
+        if wraps_conv and i + 1 < len(parts):
+            if parts[i] == "0" and parts[i + 1].isdigit():
+                i += 1  # the anti-alias wrapper: convN.0.<0|1>
+            out.append("conv" if parts[i] == "0" else "bn")
+            i += 1
+    return "body." + ".".join(out)
+
+
+def official_state_to_ours(state: dict[str, torch.Tensor], k: int, d: int) -> dict[str, torch.Tensor]:
+    """Map the authors' state dict onto :class:`SDLModel` with a tresnet_m backbone."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key == "embedding.weight":
+            if tuple(value.shape[:1]) != (k * d,):
+                raise CheckpointError(f"embedding.weight has {value.shape[0]} rows, expected K*D = {k * d}")
+            out["head.weight"] = value
+            continue
+        new = official_key_to_timm(key)
+        if new.endswith(".bn.weight"):
+            value = value.abs() + 1e-5  # InPlaceABN stores signed weights; BatchNorm wants |w| + eps
+        out["backbone." + new[len("body."):]] = value
+    return out
+
+
+def import_official(checkpoint: str | Path, data_dir: str | Path, out: str | Path | None = None,
+                    k: int | None = None) -> tuple[SDLModel, Vocabulary]:
+    """Convert ``NUS_mtresnet_224.pth`` + the authors' data folder into our model.
+
+    The .pth is read with ``weights_only=True``: a file that tries to run code is refused.
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: no such file")
+    try:
+        raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise CheckpointError(f"{checkpoint.name}: refused or unreadable with weights_only=True "
+                              f"(not a plain PyTorch checkpoint, or it tries to run code): {exc}") from None
+    state = raw.get("model") if isinstance(raw, dict) else None
+    if not isinstance(state, dict) or "embedding.weight" not in state:
+        raise CheckpointError(f"{checkpoint.name}: expected the authors' dict with 'model' holding "
+                              "'embedding.weight' (the SDL head)")
+    vocab = Vocabulary.from_authors_folder(data_dir)
+    num_classes = raw.get("num_classes")
+    if num_classes is not None and int(num_classes) != len(vocab):
+        raise CheckpointError(f"{checkpoint.name} was trained on {num_classes} classes, "
+                              f"but {data_dir} has {len(vocab)}")
+    d = vocab.dim
+    rows = int(state["embedding.weight"].shape[0])
+    if k is None:
+        if rows % d:
+            raise CheckpointError(f"embedding.weight has {rows} rows, not a multiple of D={d}")
+        k = rows // d
+    config = ModelConfig(kind="sdl", backbone="tresnet_m", k=k, word_space=AUTHORS_FASTTEXT,
+                         preprocess=OFFICIAL_PREPROCESS, reduction="max", name="sdl_tresnet_m.nus_wide",
+                         description="The authors' SDL model (ICCV 2021), NUS-WIDE 925 seen / 81 unseen, K=7")
+    model = SDLModel(config)
+    load_state_strict(model, official_state_to_ours(state, k, d), what="tresnet_m SDL model")
+    model.eval()
+    if out is not None:
+        save_checkpoint(model, vocab, out)
+    return model, vocab

@@ -1,0 +1,170 @@
+"""Command line: ``python -m sdl_core <command> ...``.
+
+Exit codes: 0 success; 1 some inputs failed (reported, the rest processed);
+2 usage errors (bad flags, unknown model, bad tags or checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import SDLError
+from .registry import DEFAULT_MODEL, get_model, list_models
+from .tags import parse_tags
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: Modules that add sub-commands: each has ``add_commands(subparsers)`` that sets
+#: ``func`` on its parsers. Kept as names so ``tag`` never pays for their imports.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="registered model name, our .safetensors checkpoint, or the authors' .pth "
+                             f"(with --data-dir); default: {DEFAULT_MODEL}")
+    parser.add_argument("--data-dir", help="the authors' data folder, for their .pth checkpoint")
+    parser.add_argument("--word-space", help="'wordllama', or the fastText .bin/.vec the model was trained with "
+                                             "(lets typed tags outside the vocabulary be embedded)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
+
+
+def load_tagger(args: argparse.Namespace):
+    from .tagger import Tagger  # heavy imports only when a command needs a model
+    return Tagger.from_pretrained(args.model, data_dir=args.data_dir, word_space=args.word_space,
+                                  device=args.device)
+
+
+def _read_vocab(tagger, path: str | None):
+    if not path:
+        return None
+    from .vocab import Vocabulary
+    return Vocabulary.from_text_file(path, tagger.word_space, seen=tagger.vocabulary.seen_tags)
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    extra = parse_tags(args.tags)
+    tagger = load_tagger(args)
+    vocab = _read_vocab(tagger, args.vocab)
+    results, errors = [], []
+    for path, result in tagger.tag_files(args.images, extra_tags=extra, top_k=args.top_k, vocabulary=vocab,
+                                         only_extra=args.only_tags, batch_size=args.batch_size):
+        if isinstance(result, SDLError):
+            errors.append({"image": path, "error": str(result)})
+            if not (args.json or args.csv):
+                print(f"error: {result}", file=sys.stderr)
+        else:
+            results.append(result)
+            if not (args.json or args.csv):
+                _print_human(result, len(args.images) > 1)
+    if args.json:
+        json.dump({"model": tagger.name, "results": [r.to_dict() for r in results], "errors": errors},
+                  sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed"])
+        for r in results:
+            for rank, t in enumerate(r.tags, 1):
+                writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed)])
+        for e in errors:
+            print(f"error: {e['image']}: {e['error']}", file=sys.stderr)
+    return EXIT_SOME_FAILED if errors else EXIT_OK
+
+
+def _print_human(result, with_header: bool) -> None:
+    if with_header:
+        print(f"{result.image}:")
+    indent = "  " if with_header else ""
+    width = max((len(t.display) for t in result.tags), default=0)
+    for t in result.tags:
+        note = "  (typed)" if t.typed else ""
+        print(f"{indent}{t.display:<{width}}  {t.score:8.4f}{note}")
+    if result.not_in_vocabulary:
+        print(f"{indent}not in vocabulary: {', '.join(result.not_in_vocabulary)}")
+
+
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from .checkpoint import import_official
+    model, vocab = import_official(args.checkpoint, args.data_dir, args.out)
+    print(f"wrote {args.out}: {model.config.backbone}, K={model.config.k}, D={model.config.d}, "
+          f"{len(vocab)} tags ({int((~vocab.seen).sum())} unseen)")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for name in list_models():
+        entry = get_model(name)
+        alias = f" (alias of {entry.name})" if entry.name != name else ""
+        print(f"{name}{alias}: {entry.description}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sdl_core",
+                                     description="Zero-shot multi-label image tagging (Semantic Diversity Learning).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tag = sub.add_parser("tag", help="tag images", description="Rank tags for images; unseen tags print as *tag*.")
+    tag.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_model_args(tag)
+    tag.add_argument("--tags", default="", help='extra tags, comma-separated: "hot dog, espresso"')
+    tag.add_argument("--only-tags", action="store_true", help="rank only the --tags, not the model's vocabulary")
+    tag.add_argument("--vocab", help="text file of tags (one per line) to rank instead of the model's vocabulary")
+    tag.add_argument("--top-k", type=_non_negative, default=10, help="tags per image; 0 = all (default 10)")
+    fmt = tag.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print one JSON object")
+    fmt.add_argument("--csv", action="store_true", help="print CSV rows")
+    tag.add_argument("--batch-size", type=_positive, default=16, help="images per forward pass (default 16)")
+    tag.set_defaults(func=cmd_tag)
+
+    imp = sub.add_parser("import-official", help="convert the authors' NUS_mtresnet_224.pth to our format")
+    imp.add_argument("checkpoint", help="the authors' .pth file")
+    imp.add_argument("data_dir", help="their data folder (classes.pickle, unseen_classes.pickle, wordvec_array.pickle)")
+    imp.add_argument("out", help="output .safetensors path")
+    imp.set_defaults(func=cmd_import_official)
+
+    models = sub.add_parser("models", help="list registered model names")
+    models.set_defaults(func=cmd_models)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SDLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `| head`
+        return EXIT_OK

@@ -1,0 +1,33 @@
+"""Exceptions that carry a message a user can act on.
+
+Every error the library raises on bad input derives from :class:`SDLError`, so the
+CLI and the demo can turn it into one line / one UI message without a traceback.
+"""
+
+
+class SDLError(Exception):
+    """Base class: the message is meant for the end user."""
+
+
+class ImageError(SDLError):
+    """An image could not be read, or breaks a safety limit."""
+
+
+class TagInputError(SDLError):
+    """Typed tags are empty, too many, or too long."""
+
+
+class WordSpaceError(SDLError):
+    """A word space cannot be loaded or does not match the model."""
+
+
+class VocabularyError(SDLError):
+    """A vocabulary file is malformed."""
+
+
+class CheckpointError(SDLError):
+    """A checkpoint is missing, corrupt, unsafe, or does not match its config."""
+
+
+class ModelNotFoundError(SDLError):
+    """A model name is neither registered nor a readable checkpoint path."""

@@ -1,0 +1,145 @@
+"""Reading images safely and turning them into model input.
+
+Uploads can be anything: we open lazily, check the declared size against a pixel
+limit *before* decoding (decompression bombs), take the first frame of animations,
+apply the EXIF orientation, and flatten every mode (CMYK, 16-bit, palette, alpha)
+to 8-bit RGB.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import PreprocessConfig
+from .errors import ImageError
+
+#: Largest image we decode, in pixels (width x height as declared in the header).
+MAX_IMAGE_PIXELS = 64_000_000
+#: Largest file we read, in bytes.
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+#: Images with a longer side than this are downscaled right after decoding, so
+#: memory stays bounded whatever the input.
+MAX_WORKING_SIDE = 2048
+#: Smallest side that still makes sense to tag.
+MIN_IMAGE_SIDE = 1
+
+ImageSource = Union[str, Path, bytes, Image.Image]
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        name = "image"
+    else:
+        path = Path(source)
+        name = path.name
+        if not path.is_file():
+            raise ImageError(f"{path}: no such file")
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise ImageError(f"{name}: file is {size / 1e6:.0f} MB, above the {MAX_IMAGE_BYTES // 2**20} MiB limit")
+        data = path.read_bytes()
+    if not data:
+        raise ImageError(f"{name}: file is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"{name}: file is above the {MAX_IMAGE_BYTES // 2**20} MiB limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image declares too many pixels (limit {MAX_IMAGE_PIXELS:,})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image, or an unsupported format "
+                         "(supported: JPEG, PNG, GIF, WebP, BMP, TIFF and the other formats Pillow reads)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: cannot read image ({exc})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Flatten any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = Image.fromarray(((arr - lo) * scale).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: ImageSource, max_side: int = MAX_WORKING_SIDE) -> Image.Image:
+    """Open ``source`` (path, bytes or PIL image) as an upright 8-bit RGB image.
+
+    Raises :class:`ImageError` with a readable message for anything that is not a
+    usable image. Huge but valid images are downscaled to ``max_side``.
+    """
+    img = _open(source)
+    name = getattr(img, "filename", "") or "image"
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{Path(name).name}: {width}x{height} is above the limit of "
+                         f"{MAX_IMAGE_PIXELS:,} pixels")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageError(f"{Path(name).name}: image has no pixels")
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        if img.format == "JPEG" and max(width, height) > 2 * max_side:
+            img.draft("RGB", (max_side, max_side))  # decode at reduced scale: bounded memory
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{Path(name).name}: image data is corrupt or truncated ({exc})") from None
+    if max(img.size) > max_side:
+        img = img.copy()
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def resize_for_model(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    """Resize (and crop) an RGB image exactly as the model was trained."""
+    resample = _RESAMPLE[cfg.interpolation]
+    if cfg.resize == "squash":
+        return img.resize((cfg.size, cfg.size), resample)
+    width, height = img.size
+    scale = cfg.size / min(width, height)
+    new_w, new_h = max(cfg.size, round(width * scale)), max(cfg.size, round(height * scale))
+    img = img.resize((new_w, new_h), resample)
+    left, top = (new_w - cfg.size) // 2, (new_h - cfg.size) // 2
+    return img.crop((left, top, left + cfg.size, top + cfg.size))
+
+
+def to_tensor(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:
+    """Stack RGB images into a normalised float tensor of shape (B, 3, S, S)."""
+    arrays = [np.asarray(resize_for_model(img, cfg), dtype=np.uint8) for img in images]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    if any(m != 0.0 for m in cfg.mean) or any(s != 1.0 for s in cfg.std):
+        batch = (batch - mean) / std
+    return batch.contiguous()

@@ -1,0 +1,50 @@
+"""A restricted unpickler for the authors' data files.
+
+Plain ``pickle.load`` runs whatever code a file asks for. The authors' vocabulary
+files only hold dicts, lists, strings, numbers and numpy arrays, so we allow the
+handful of globals that numpy needs to rebuild an array and refuse everything else.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+from .errors import VocabularyError
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how numpy pickles raw bytes under protocol 2
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays, "
+                                     "lists, dicts, strings and numbers are allowed")
+
+
+def safe_load_pickle(path: str | Path) -> Any:
+    """Load a pickle file that may only contain plain data and numpy arrays."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VocabularyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise VocabularyError(f"{path.name}: unsafe or invalid pickle: {exc}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise VocabularyError(f"{path.name}: corrupt pickle ({exc})") from None

@@ -1,0 +1,33 @@
+"""Scoring tags against principal vectors: the one contract every model shares.
+
+``score(b, t) = reduce_k <A[b, k], w_t>`` with ``reduce`` = max (the paper) or mean.
+The winning k per tag says which principal vector "owns" the tag.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def score_tags(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str = "max"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (B, N) and winning principal index (B, N) for principal vectors (B, K, D)
+    against tag vectors (N, D)."""
+    if vectors.dim() != 3:
+        raise ValueError(f"principal vectors must be (B, K, D), got {tuple(vectors.shape)}")
+    if tag_vectors.dim() != 2 or tag_vectors.shape[1] != vectors.shape[2]:
+        raise ValueError(f"tag vectors must be (N, {vectors.shape[2]}), got {tuple(tag_vectors.shape)}")
+    per_k = torch.matmul(vectors, tag_vectors.to(vectors.dtype).t())  # (B, K, N)
+    best, winner = per_k.max(dim=1)
+    if reduction == "max":
+        return best, winner
+    if reduction == "mean":
+        return per_k.mean(dim=1), winner
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k best scores per row, best first (k <= 0 or k >= N: all, sorted)."""
+    n = scores.shape[-1]
+    if k <= 0 or k >= n:
+        return torch.argsort(scores, dim=-1, descending=True)
+    return torch.topk(scores, k, dim=-1).indices

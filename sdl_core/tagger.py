@@ -1,0 +1,290 @@
+"""The public face: ``Tagger.from_pretrained(...)`` and ``tagger.tag(image, ...)``.
+
+A request's tags are the model's vocabulary (or one given) plus typed tags embedded
+in the model's own word space; a typed tag the space cannot embed is reported in
+``not_in_vocabulary``. Scores are ``reduce_k <A_k, w_t>`` (see :mod:`sdl_core.scoring`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import import_official, load_checkpoint
+from .errors import ModelNotFoundError, SDLError, TagInputError, WordSpaceError
+from .images import ImageSource, load_image, to_tensor
+from .model import Encoded, PrincipalVectorModel
+from .registry import DEFAULT_MODEL, get_model, resolve_name
+from .scoring import score_tags, top_k_indices
+from .tags import clean_tags
+from .vocab import Vocabulary
+from .wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
+
+log = logging.getLogger(__name__)
+
+#: A user's own word space must reproduce the model's vocabulary vectors this well
+#: (mean cosine) to count as the space the model was trained in.
+MIN_SPACE_AGREEMENT = 0.9
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """One ranked tag. ``principal`` is the index k of the vector that scores it best."""
+
+    tag: str
+    score: float
+    seen: bool
+    principal: int
+    typed: bool = False
+
+    @property
+    def display(self) -> str:
+        """The tag as the authors' demo prints it: unseen tags as ``*tag*``."""
+        return self.tag if self.seen else f"*{self.tag}*"
+
+    def to_dict(self) -> dict:
+        return {"tag": self.tag, "score": round(self.score, 6), "seen": self.seen,
+                "principal": self.principal, "typed": self.typed}
+
+
+@dataclass
+class ImageTags:
+    """Ranked tags for one image; iterates like a list of :class:`TagResult`."""
+
+    tags: list[TagResult]
+    not_in_vocabulary: list[str] = field(default_factory=list)
+    image: str | None = None
+
+    def __iter__(self) -> Iterator[TagResult]:
+        return iter(self.tags)
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def __getitem__(self, i: int) -> TagResult:
+        return self.tags[i]
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "tags": [t.to_dict() for t in self.tags],
+                "not_in_vocabulary": list(self.not_in_vocabulary)}
+
+
+@dataclass
+class Analysis:
+    """Tags plus exact attention maps for one image (what the demo shows).
+
+    ``principal_maps``: (K, h, w), where each principal vector looks; ``tag_maps``:
+    tag -> (K, h, w), the map of every principal vector for that tag (spatial mean
+    = its per-vector score for SDL models); ``principal_tags[k]``: shown tags that
+    vector k wins.
+    """
+
+    tags: ImageTags
+    image: Image.Image
+    principal_maps: np.ndarray
+    tag_maps: dict[str, np.ndarray]
+    principal_tags: list[list[str]]
+
+
+@dataclass
+class _Request:
+    vocab: Vocabulary
+    typed: np.ndarray
+    not_in_vocabulary: list[str]
+    tag_tensor: torch.Tensor
+
+
+class Tagger:
+    """A loaded principal-vector model with its vocabulary and word space."""
+
+    def __init__(self, model: PrincipalVectorModel, vocabulary: Vocabulary, word_space: WordSpace | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.config = model.config
+        if vocabulary.dim != self.config.d:
+            raise WordSpaceError(f"vocabulary is {vocabulary.dim}-d but the model's word space "
+                                 f"{self.config.word_space.name} is {self.config.d}-d")
+        self.vocabulary = vocabulary
+        if word_space is None:
+            word_space = TableSpace(self.config.word_space, vocabulary.tags, vocabulary.vectors)
+        check_word_space(word_space, self.config.word_space.name, self.config.d, vocabulary)
+        self.word_space = word_space
+        self._seen = set(vocabulary.seen_tags)
+        self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.config.backbone
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, *, data_dir: str | Path | None = None,
+                        word_space: str | Path | WordSpace | None = None, device: str = "cpu") -> "Tagger":
+        """Load a registered name (default: the offline default model), one of our
+        ``.safetensors`` checkpoints, or the authors' ``.pth`` with their data folder.
+
+        ``word_space``: ``"wordllama"``, a fastText ``.bin``/``.vec`` path, or a
+        :class:`WordSpace`; it must be the space the model was trained in.
+        """
+        name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+        space = load_word_space(word_space) if isinstance(word_space, (str, Path)) else word_space
+        if resolve_name(name) is not None and not Path(name).exists():
+            model, vocab, builtin_space = get_model(name).builder()
+            return cls(model, vocab, space or builtin_space, device=device)
+        path = Path(name)
+        if not path.exists():
+            raise ModelNotFoundError(f"{name!r} is neither a registered model nor an existing file "
+                                     f"(see `python -m sdl_core models`)")
+        if path.suffix in (".pth", ".pt", ".tar", ".ckpt"):
+            if data_dir is None:
+                raise ModelNotFoundError(f"{path.name} looks like the authors' checkpoint: give their data "
+                                         "folder too (classes.pickle, unseen_classes.pickle, wordvec_array.pickle)")
+            model, vocab = import_official(path, data_dir)
+        else:
+            model, vocab = load_checkpoint(path)
+        if space is None and model.config.word_space == WORDLLAMA:
+            space = load_word_space("wordllama")  # ships in its pip wheel: typed tags work offline
+        return cls(model, vocab, space, device=device)
+
+    # -- tags of a request ----------------------------------------------------------
+    def _request(self, extra_tags: Iterable[str], vocabulary: Vocabulary | None, only_extra: bool) -> _Request:
+        typed = clean_tags(extra_tags)
+        base = vocabulary if vocabulary is not None else self.vocabulary
+        if only_extra:
+            if not typed:
+                raise TagInputError("no tags to rank: type at least one tag")
+            base = Vocabulary([], np.zeros((0, self.config.d), np.float32), np.zeros(0, bool))
+        if base.dim != self.config.d:
+            raise WordSpaceError(f"vocabulary is {base.dim}-d but the model's word space is {self.config.d}-d")
+        new = [t for t in typed if t not in base]
+        vectors, found = self.word_space.embed(new) if new else (np.zeros((0, self.config.d), np.float32),
+                                                                  np.zeros(0, bool))
+        added = [t for t, f in zip(new, found) if f]
+        missing = [t for t, f in zip(new, found) if not f]
+        tags = base.tags + added
+        vocab = Vocabulary(tags, np.concatenate([base.vectors, vectors[found]]),
+                           np.concatenate([base.seen, [t in self._seen for t in added]]).astype(bool))
+        typed_set = set(typed)
+        typed_flags = np.array([t in typed_set for t in tags], dtype=bool)
+        if base is self.vocabulary and not added:
+            tensor = self._vocab_tensor
+        else:
+            tensor = torch.from_numpy(vocab.vectors).to(self.device)
+        if len(vocab) == 0:
+            raise TagInputError("none of the typed tags has a word vector in the model's word space: "
+                                f"{missing[:10]}")
+        return _Request(vocab, typed_flags, missing, tensor)
+
+    # -- inference ------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:
+        """Principal vectors for RGB images (already loaded with :func:`load_image`)."""
+        pixels = to_tensor(list(images), self.config.preprocess).to(self.device)
+        return self.model.encode(pixels, with_maps=with_maps)
+
+    def _rank(self, scores: torch.Tensor, winners: torch.Tensor, req: _Request, top_k: int,
+              image: str | None) -> ImageTags:
+        order = top_k_indices(scores, top_k).tolist()
+        scores_l, winners_l = scores.tolist(), winners.tolist()
+        tags = [TagResult(req.vocab.tags[i], float(scores_l[i]), bool(req.vocab.seen[i]), int(winners_l[i]),
+                          bool(req.typed[i])) for i in order]
+        return ImageTags(tags, list(req.not_in_vocabulary), image)
+
+    def tag(self, images: ImageSource | Sequence[ImageSource], extra_tags: Iterable[str] = (), top_k: int = 10,
+            vocabulary: Vocabulary | None = None, only_extra: bool = False, batch_size: int = 16
+            ) -> ImageTags | list[ImageTags]:
+        """Rank tags for one image (returns :class:`ImageTags`) or a list of images
+        (returns a list). ``top_k=0`` returns every tag. Bad images raise ImageError."""
+        single = not isinstance(images, (list, tuple))
+        sources = [images] if single else list(images)
+        results = []
+        for start in range(0, len(sources), max(1, batch_size)):
+            chunk = sources[start:start + max(1, batch_size)]
+            results += self._tag_loaded([load_image(s) for s in chunk], [_source_name(s) for s in chunk],
+                                        extra_tags, top_k, vocabulary, only_extra)
+        return results[0] if single else results
+
+    def _tag_loaded(self, images: list[Image.Image], names: list[str | None], extra_tags: Iterable[str],
+                    top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
+        req = self._request(extra_tags, vocabulary, only_extra)
+        encoded = self.encode(images)
+        scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
+        return [self._rank(scores[b], winners[b], req, top_k, names[b]) for b in range(len(images))]
+
+    def tag_files(self, paths: Sequence[str | Path], extra_tags: Iterable[str] = (), top_k: int = 10,
+                  vocabulary: Vocabulary | None = None, only_extra: bool = False, batch_size: int = 16
+                  ) -> Iterator[tuple[str, ImageTags | SDLError]]:
+        """Tag many files in batches; a bad file yields its error and the rest go on."""
+        extra_tags = list(extra_tags)
+        self._request(extra_tags, vocabulary, only_extra)  # tag errors surface before any image work
+        pending: list[tuple[str, Image.Image]] = []
+        for i, path in enumerate(paths):
+            try:
+                pending.append((str(path), load_image(path)))
+            except SDLError as exc:
+                yield str(path), exc
+            if len(pending) >= batch_size or (i == len(paths) - 1 and pending):
+                names = [p for p, _ in pending]
+                results = self._tag_loaded([img for _, img in pending], names, extra_tags, top_k,
+                                           vocabulary, only_extra)
+                yield from zip(names, results)
+                pending = []
+
+    @torch.inference_mode()
+    def analyze(self, image: ImageSource, extra_tags: Iterable[str] = (), top_k: int = 10,
+                vocabulary: Vocabulary | None = None, only_extra: bool = False) -> Analysis:
+        """Tags and exact attention maps in one forward pass (for the demo)."""
+        img = load_image(image)
+        req = self._request(extra_tags, vocabulary, only_extra)
+        encoded = self.encode([img], with_maps=True)
+        scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
+        result = self._rank(scores[0], winners[0], req, top_k, _source_name(image))
+        shown = [req.vocab.index(t.tag) for t in result.tags]
+        per_tag = self.model.tag_maps(encoded, req.tag_tensor[shown])[0]  # (K, T, h, w)
+        tag_maps = {t.tag: per_tag[:, j].float().cpu().numpy() for j, t in enumerate(result.tags)}
+        principal_tags: list[list[str]] = [[] for _ in range(self.config.k)]
+        for t in result.tags:
+            principal_tags[t.principal].append(t.display)
+        principal = self.model.principal_maps(encoded)[0].float().cpu().numpy()
+        return Analysis(result, img, principal, tag_maps, principal_tags)
+
+
+def _source_name(source: ImageSource) -> str | None:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return getattr(source, "filename", None) or None
+
+
+def check_word_space(space: WordSpace, expected_name: str, expected_dim: int, vocabulary: Vocabulary) -> float:
+    """Refuse a word space that is not the model's. Returns the agreement measured.
+
+    Dimension must match. When the vocabulary has vectors, the space must reproduce
+    them (mean cosine >= MIN_SPACE_AGREEMENT): two fastText models of the same size
+    are unrelated spaces, and only this check tells them apart. Without vocabulary
+    vectors, the space names must match.
+    """
+    if space.dim != expected_dim:
+        raise WordSpaceError(f"word space {space.info.name} is {space.dim}-d, but the model was trained in "
+                             f"{expected_name} ({expected_dim}-d)")
+    if isinstance(space, TableSpace) or len(vocabulary) == 0:
+        if space.info.name != expected_name:
+            raise WordSpaceError(f"word space {space.info.name!r} is not the model's ({expected_name!r})")
+        return 1.0
+    sample = vocabulary.tags[:: max(1, len(vocabulary) // 200)]
+    vectors, found = space.embed(sample)
+    idx = [vocabulary.index(t) for t in sample]
+    cosines = (vectors * vocabulary.vectors[idx]).sum(1)[found]
+    agreement = float(cosines.mean()) if cosines.size else 0.0
+    if agreement < MIN_SPACE_AGREEMENT:
+        raise WordSpaceError(f"word space {space.info.name!r} does not match the model's {expected_name!r}: "
+                             f"it reproduces the model's own tag vectors with mean cosine {agreement:.2f} "
+                             f"(need {MIN_SPACE_AGREEMENT}). Use the fastText model the checkpoint was trained with.")
+    if space.info.name != expected_name:
+        log.info("word space %s agrees with %s (mean cosine %.3f)", space.info.name, expected_name, agreement)
+    return agreement

@@ -1,0 +1,60 @@
+"""Normalising and validating tag words typed by people.
+
+One normalisation everywhere (vocabularies, typed tags, word-space caches):
+Unicode NFC, control characters removed, surrounding ``*`` and spaces stripped,
+inner whitespace collapsed, lower case. Limits are named constants so the README,
+the CLI and the demo can quote them.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Iterable
+
+from .errors import TagInputError
+
+#: Most typed tags accepted in one request.
+MAX_TAGS = 500
+#: Longest typed tag, in characters (after normalisation).
+MAX_TAG_LENGTH = 100
+#: Longest raw tag text accepted before splitting, in characters.
+MAX_TAG_TEXT = 100_000
+
+_SEPARATORS = re.compile(r"[,;\n\r\t]+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_tag(tag: str) -> str:
+    """Canonical form of a tag: NFC, no control characters, collapsed spaces, lower case."""
+    text = unicodedata.normalize("NFC", str(tag))
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in " \t")
+    text = _SPACES.sub(" ", text).strip().strip("*").strip()
+    return text.lower()
+
+
+def clean_tags(tags: Iterable[str], max_tags: int = MAX_TAGS) -> list[str]:
+    """Normalise, drop empties, merge duplicates (first wins) and enforce the limits."""
+    out: dict[str, None] = {}
+    for raw in tags:
+        tag = normalize_tag(raw)
+        if not tag:
+            continue
+        if len(tag) > MAX_TAG_LENGTH:
+            raise TagInputError(f"tag {tag[:20]!r}... is {len(tag)} characters long; "
+                                f"the limit is {MAX_TAG_LENGTH}")
+        out[tag] = None
+        if len(out) > max_tags:
+            raise TagInputError(f"too many tags: the limit is {max_tags} per request")
+    return list(out)
+
+
+def parse_tags(text: str | None, max_tags: int = MAX_TAGS) -> list[str]:
+    """Split a comma/semicolon/newline separated string of tags and clean it.
+
+    Multi-word tags ("hot dog") stay whole: only the separators split.
+    """
+    if not text:
+        return []
+    if len(text) > MAX_TAG_TEXT:
+        raise TagInputError(f"tag text is {len(text):,} characters long; the limit is {MAX_TAG_TEXT:,}")
+    return clean_tags(_SEPARATORS.split(text), max_tags=max_tags)

@@ -1,0 +1,130 @@
+"""Vocabularies: tags, their unit word vectors, and which ones the model saw in training."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import VocabularyError
+from .safe_pickle import safe_load_pickle
+from .tags import normalize_tag
+from .wordvec import WordSpace, unit_rows
+
+
+@dataclass
+class Vocabulary:
+    """``tags[i]`` has unit vector ``vectors[i]``; ``seen[i]`` marks training tags."""
+
+    tags: list[str]
+    vectors: np.ndarray
+    seen: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.tags = [normalize_tag(t) for t in self.tags]
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        self.seen = np.asarray(self.seen, dtype=bool).reshape(-1)
+        n = len(self.tags)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != n or self.seen.shape[0] != n:
+            raise VocabularyError(f"vocabulary parts disagree: {n} tags, vectors {self.vectors.shape}, "
+                                  f"{self.seen.shape[0]} seen flags")
+        if len(set(self.tags)) != n:
+            dupes = sorted({t for t in self.tags if self.tags.count(t) > 1})[:5]
+            raise VocabularyError(f"vocabulary has duplicate tags: {dupes}")
+        self._index = {t: i for i, t in enumerate(self.tags)}
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def __contains__(self, tag: str) -> bool:
+        return normalize_tag(tag) in self._index
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def index(self, tag: str) -> int | None:
+        return self._index.get(normalize_tag(tag))
+
+    @property
+    def seen_tags(self) -> list[str]:
+        return [t for t, s in zip(self.tags, self.seen) if s]
+
+    @property
+    def unseen_tags(self) -> list[str]:
+        return [t for t, s in zip(self.tags, self.seen) if not s]
+
+    def select(self, tags: Iterable[str]) -> "Vocabulary":
+        """The sub-vocabulary of ``tags`` (all must be present)."""
+        idx = [self._index[normalize_tag(t)] for t in tags]
+        return Vocabulary([self.tags[i] for i in idx], self.vectors[idx], self.seen[idx])
+
+    @classmethod
+    def from_tags(cls, tags: Sequence[str], space: WordSpace, seen: Iterable[str] | bool = False) -> "Vocabulary":
+        """Embed ``tags`` in ``space``; a tag the space cannot embed is an error here."""
+        tags = list(dict.fromkeys(normalize_tag(t) for t in tags if normalize_tag(t)))
+        vectors, found = space.embed(tags)
+        if not found.all():
+            missing = [t for t, f in zip(tags, found) if not f]
+            raise VocabularyError(f"{len(missing)} tags have no vector in {space.info.name}: {missing[:10]}")
+        if isinstance(seen, bool):
+            flags = np.full(len(tags), seen)
+        else:
+            seen_set = {normalize_tag(t) for t in seen}
+            flags = np.array([t in seen_set for t in tags], dtype=bool)
+        return cls(tags, vectors, flags)
+
+    @classmethod
+    def from_text_file(cls, path: str | Path, space: WordSpace, unseen_path: str | Path | None = None,
+                       seen: Iterable[str] | bool = False) -> "Vocabulary":
+        """One tag per line (``#`` starts a comment). Tags listed in ``unseen_path`` are
+        unseen and all others seen; without it, ``seen`` decides (a set of tags or a flag)."""
+        tags = read_tag_file(path)
+        if unseen_path is not None:
+            unseen = set(read_tag_file(unseen_path))
+            unknown = sorted(unseen - set(tags))
+            tags += unknown
+            seen = [t for t in tags if t not in unseen]
+        return cls.from_tags(tags, space, seen)
+
+    @classmethod
+    def from_authors_folder(cls, folder: str | Path) -> "Vocabulary":
+        """The authors' NUS-WIDE data folder: classes, unseen classes, word vectors."""
+        folder = Path(folder)
+        needed = ["classes.pickle", "unseen_classes.pickle", "wordvec_array.pickle"]
+        missing = [n for n in needed if not (folder / n).is_file()]
+        if missing:
+            raise VocabularyError(f"{folder}: missing the authors' data files {missing}")
+        classes = safe_load_pickle(folder / "classes.pickle")
+        unseen = safe_load_pickle(folder / "unseen_classes.pickle")
+        wordvecs = safe_load_pickle(folder / "wordvec_array.pickle")
+        if isinstance(wordvecs, dict) and "wordvec_array" in wordvecs:
+            wordvecs = wordvecs["wordvec_array"]
+        if not isinstance(classes, dict) or not isinstance(unseen, (list, tuple, set)):
+            raise VocabularyError(f"{folder}: classes.pickle must be a dict and unseen_classes.pickle a list")
+        wordvecs = np.asarray(wordvecs, dtype=np.float32).squeeze()
+        n = len(classes)
+        if wordvecs.ndim != 2 or n not in wordvecs.shape:
+            raise VocabularyError(f"{folder}: word vectors of shape {wordvecs.shape} do not fit {n} classes")
+        if wordvecs.shape[0] != n:  # stored as D x N
+            wordvecs = wordvecs.T
+        tags = [str(classes[i]) for i in range(n)]
+        unseen_set = {normalize_tag(t) for t in unseen}
+        seen = np.array([normalize_tag(t) not in unseen_set for t in tags])
+        return cls(tags, unit_rows(wordvecs), seen)
+
+
+def read_tag_file(path: str | Path) -> list[str]:
+    """Tags from a text file: one per line, ``#`` comments, blank lines ignored."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise VocabularyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = raw.decode("utf-8", errors="replace")
+    tags = [normalize_tag(line.split("#", 1)[0]) for line in text.splitlines()]
+    tags = list(dict.fromkeys(t for t in tags if t))
+    if not tags:
+        raise VocabularyError(f"{path.name}: no tags found (one tag per line)")
+    return tags
