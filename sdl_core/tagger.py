@@ -134,10 +134,10 @@ class Tagger:
         """
         name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
         space = load_word_space(word_space) if isinstance(word_space, (str, Path)) else word_space
-        if resolve_name(name) is not None and not Path(name).exists():
+        path = Path(name)
+        if not path.exists() and resolve_name(name) is not None:
             model, vocab, builtin_space = get_model(name).builder()
             return cls(model, vocab, space or builtin_space, device=device)
-        path = Path(name)
         if not path.exists():
             raise ModelNotFoundError(f"{name!r} is neither a registered model nor an existing file "
                                      f"(see `python -m sdl_core models`)")
