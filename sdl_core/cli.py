@@ -22,7 +22,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 #: Modules that add sub-commands: each has ``add_commands(subparsers)`` that sets
 #: ``func`` on its parsers. Kept as names so ``tag`` never pays for their imports.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("sdl_core.evaluate",)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
