@@ -1,0 +1,273 @@
+"""The Gradio app: upload a photo, type tags, see seen and *unseen* tags and where
+each principal vector looks.
+
+``build_app(...)`` returns the Blocks (tests launch it in-process); ``launch(app)``
+starts it with the offline theme; ``python -m demo`` is the command line. Every
+number shown comes from ``sdl_core`` (one ``Tagger.analyze`` call per request);
+this module only wires inputs to it and results to components.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (Hugging Face Spaces: app_file demo/app.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import functools  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from demo.about import README, about_markdown, measured_quality  # noqa: E402
+from demo.models import TaggerCache, model_choices  # noqa: E402
+from demo.render import (Shown, model_view, overlays_each, principal_captions, result_json,  # noqa: E402
+                         safe_stem, tags_table_html, write_json)
+from sdl_core import DEFAULT_MODEL, SDLError, load_image, parse_tags  # noqa: E402
+from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
+from sdl_core.tags import MAX_TAGS  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+#: Typed tags suggested with each shipped example photo (by file stem).
+EXAMPLE_TAGS = {
+    "coffee": "espresso, latte art, saucer",
+    "chelsea": "tabby cat, whiskers",
+    "astronaut": "space suit, american flag",
+    "rocket": "rocket launch, smoke",
+}
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+DEFAULT_TOP_K = 10
+MAX_TOP_K = 50
+#: Requests waiting beyond this are refused ("queue full") instead of piling up.
+QUEUE_SIZE = 32
+#: Model forward passes run one at a time: torch already uses every core for one.
+MODEL_CONCURRENCY = 1
+#: Re-rendering a tag's maps needs no model; a few can run side by side.
+RENDER_CONCURRENCY = 4
+#: A session's kept result (photo + maps) is dropped after this many seconds.
+STATE_TTL_S = 3600
+GENERIC_ERROR = ("Something went wrong on the server while handling this request (it has been logged). "
+                 "Please try again, or try another photo.")
+
+CSS = """
+#sdl-title h1 { margin-bottom: 0; }
+#sdl-maps .caption-label, #sdl-tag-maps .caption-label { white-space: normal; }
+"""
+
+
+def offline_theme() -> gr.themes.Base:
+    """Gradio's default look with system fonts only: the page needs no font download."""
+    return gr.themes.Default(font=[gr.themes.Font("ui-sans-serif"), "system-ui", "sans-serif"],
+                             font_mono=[gr.themes.Font("ui-monospace"), "Menlo", "monospace"])
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show sdl_core's message for bad input as a Gradio error; log anything else and
+    show a generic message. The server keeps serving either way."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except SDLError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception:  # noqa: BLE001 - the page must get a message, the log the traceback
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+    return wrapper
+
+from gradio.events import Dependency
+
+class PhotoInput(gr.Image):
+    """gr.Image whose upload errors carry sdl_core's readable message.
+
+    Gradio opens uploads with Pillow before our function runs; for a file Pillow
+    cannot open, we ask ``sdl_core.load_image`` what is wrong and show that.
+    """
+
+    is_template = True  # the browser renders it as a plain Image
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(type="filepath", image_mode=None, **kwargs)
+
+    def preprocess(self, payload: Any) -> str | None:
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - any decoder error: let sdl_core explain it
+            path = getattr(payload, "path", None)
+            try:
+                if path:
+                    load_image(path)
+            except SDLError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error("the uploaded file could not be read as an image", print_exception=False) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def check_top_k(value: Any) -> int:
+    try:
+        top_k = int(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"top-k must be a whole number from 1 to {MAX_TOP_K}", print_exception=False) from None
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise gr.Error(f"top-k must be from 1 to {MAX_TOP_K}, got {top_k}", print_exception=False)
+    return top_k
+
+
+class Handlers:
+    """The event functions; state lives in the TaggerCache (models) and gr.State (results)."""
+
+    def __init__(self, cache: TaggerCache, json_root: Path, readme: Path = README) -> None:
+        self.cache = cache
+        self.json_root = json_root
+        self.readme = readme
+
+    def tag(self, image: str | None, tags_text: str | None, only_typed: bool, top_k: Any, model: str | None
+            ) -> tuple:
+        """One request: one forward pass, then the table, the JSON and the maps."""
+        if not image:
+            raise gr.Error("Upload a photo first (or click one of the examples).", print_exception=False)
+        top_k = check_top_k(top_k)
+        typed = parse_tags(tags_text or "")
+        tagger = self.cache.get(model)
+        analysis = tagger.analyze(image, extra_tags=typed, top_k=top_k, only_extra=bool(only_typed))
+        photo = model_view(analysis.image, tagger.config.preprocess)
+        principal = list(zip(overlays_each(photo, analysis.principal_maps),
+                             principal_captions(analysis.principal_tags)))
+        shown = Shown(photo, tuple(analysis.tags.tags), analysis.tag_maps)
+        name = Path(image).name
+        data = result_json(analysis.tags, tagger.name, name, top_k, bool(only_typed))
+        json_path = write_json(data, self.json_root, f"tags-{safe_stem(name)}.json")
+        choices = [t.display for t in shown.tags]
+        first = choices[0] if choices else None
+        return (tags_table_html(analysis.tags, tagger.name), str(json_path), principal,
+                gr.Dropdown(choices=choices, value=first, interactive=True),
+                shown.tag_gallery(first) if first else [], shown)
+
+    def show_tag(self, choice: str | None, shown: Shown | None) -> list:
+        """The K maps of the chosen tag, from the kept result (no model run)."""
+        if not choice or shown is None:
+            return []
+        return shown.tag_gallery(choice)
+
+    def about(self, model: str | None) -> str:
+        tagger = self.cache.get(model)
+        value = model or self.cache.default
+        return about_markdown(tagger, self.cache.label(value), measured_quality(value, self.readme))
+
+
+def example_rows(folder: Path) -> list[list[str]]:
+    """[photo path, suggested tags] for every example photo shipped in ``folder``."""
+    if not folder.is_dir():
+        return []
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES)
+    return [[str(p), EXAMPLE_TAGS.get(p.stem, "")] for p in photos]
+
+
+def _search_tab_builder() -> Callable | None:
+    """The Search tab's builder, when demo/search_tab.py is present."""
+    if not (Path(__file__).with_name("search_tab.py")).is_file():
+        return None
+    from demo.search_tab import build_search_tab
+    return build_search_tab
+
+
+def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "models",
+              search_dirs: Sequence[str | Path] = (), *, device: str = "cpu",
+              examples_dir: Path = EXAMPLES_DIR, readme: Path = README,
+              json_root: Path | None = None) -> gr.Blocks:
+    """Build the app. The startup model is loaded here, so a bad ``model`` fails now
+    (an SDLError with a readable message) rather than on the first request."""
+    cache = TaggerCache(model_choices(model, models_dir), device=device)
+    tagger = cache.get()
+    json_root = json_root or Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
+    handlers = Handlers(cache, json_root, readme)
+    about_now = handlers.about(cache.default)
+    examples = example_rows(examples_dir)
+    search_builder = _search_tab_builder()
+
+    with gr.Blocks(title="SDL zero-shot image tagger", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as app:
+        gr.Markdown("# Zero-shot image tagger\nUpload a photo and type any tags: the model ranks its own "
+                    "vocabulary and your words together. *Starred* tags were never seen in training.",
+                    elem_id="sdl-title")
+        with gr.Tab("Tag a photo"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    image = PhotoInput(label="Photo (drop, paste or click to upload)", height=320,
+                                       sources=["upload", "clipboard"], elem_id="sdl-photo")
+                    tags = gr.Textbox(label="Your tags (comma-separated, several words allowed)",
+                                      placeholder="e.g. espresso, latte art, wooden table",
+                                      info=f"Up to {MAX_TAGS} tags; tags the model already knows keep "
+                                           "their seen/unseen flag.",
+                                      max_lines=3, elem_id="sdl-tags-input")
+                    with gr.Row():
+                        only_typed = gr.Checkbox(label="Rank only my tags", value=False, elem_id="sdl-only")
+                        top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label="Top-k",
+                                          elem_id="sdl-topk")
+                    model_box = gr.Dropdown(choices=[(c.label, c.value) for c in cache.choices],
+                                            value=cache.default, label="Model", elem_id="sdl-model")
+                    run = gr.Button("Tag this photo", variant="primary", elem_id="sdl-run")
+                    example_block = (gr.Examples(examples=examples, inputs=[image, tags],
+                                                 label="Example photos (click one)", cache_examples=False)
+                                     if examples else None)
+                with gr.Column(scale=1):
+                    table = gr.HTML(value="<p>Tags appear here.</p>", elem_id="sdl-table")
+                    download = gr.File(label="Result as JSON", interactive=False, elem_id="sdl-json")
+                    with gr.Accordion("About this model", open=False):
+                        about = gr.Markdown(about_now, elem_id="sdl-about")
+            maps = gr.Gallery(label="Where each principal vector looks (caption: the tags it wins)",
+                              columns=min(tagger.config.k, 4), height="auto", format="jpeg",
+                              object_fit="contain", elem_id="sdl-maps")
+            tag_choice = gr.Dropdown(choices=[], label="Show one tag's map for each principal vector",
+                                     interactive=True, elem_id="sdl-tag-choice")
+            tag_maps = gr.Gallery(label="Maps of the chosen tag (one scale for all K)",
+                                  columns=min(tagger.config.k, 4), height="auto", format="jpeg",
+                                  object_fit="contain", elem_id="sdl-tag-maps")
+            shown = gr.State(None, time_to_live=STATE_TTL_S)
+
+            inputs = [image, tags, only_typed, top_k, model_box]
+            outputs = [table, download, maps, tag_choice, tag_maps, shown]
+            tag_fn = user_errors(handlers.tag)
+            run.click(tag_fn, inputs, outputs, api_name="tag", concurrency_id="model",
+                      concurrency_limit=MODEL_CONCURRENCY)
+            tags.submit(tag_fn, inputs, outputs, api_visibility="private", concurrency_id="model",
+                        concurrency_limit=MODEL_CONCURRENCY)
+            if example_block is not None:
+                example_block.load_input_event.then(tag_fn, inputs, outputs, api_visibility="private",
+                                                    concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+            tag_choice.input(user_errors(handlers.show_tag), [tag_choice, shown], tag_maps, api_name="tag_maps",
+                             concurrency_limit=RENDER_CONCURRENCY)
+            model_box.change(user_errors(handlers.about), model_box, about, api_name="about",
+                             concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+        if search_builder is not None:
+            with gr.Tab("Search"):
+                search_builder(cache.get, [Path(d) for d in search_dirs])
+    app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
+    return app
+
+
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple:
+    """Start the server with the offline theme and the upload size limit of sdl_core."""
+    options = dict(server_name=host, server_port=port, theme=offline_theme(), css=CSS,
+                   max_file_size=MAX_IMAGE_BYTES, footer_links=["api"], show_error=False)
+    options.update(kwargs)
+    return app.launch(**options)
+
+
+if __name__ == "__main__":
+    from demo.cli import main
+    raise SystemExit(main())

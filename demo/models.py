@@ -1,0 +1,123 @@
+"""Which models the page offers, and loading each one once per process.
+
+The dropdown offers the registered models, the ``--model`` the app was started
+with, and the ``.safetensors`` checkpoints in ``--models-dir``. A request can only
+pick one of those: a value sent by a client is checked against the list, so no
+request can make the server open an arbitrary path.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from sdl_core import DEFAULT_MODEL, ModelNotFoundError, Tagger
+from sdl_core.registry import get_model, list_models, resolve_name
+
+log = logging.getLogger(__name__)
+
+#: Checkpoint files the models folder is scanned for.
+CHECKPOINT_SUFFIXES = (".safetensors",)
+#: Models kept loaded at once; the least recently used is dropped beyond this.
+MAX_LOADED_MODELS = 3
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    label: str  # shown in the dropdown
+    value: str  # registered name or absolute checkpoint path
+
+
+def registered_choice(name: str) -> ModelChoice:
+    """A registered model by its canonical name; the default says so in its label."""
+    canonical = get_model(name).name
+    label = f"{canonical} (default)" if canonical == resolve_name(DEFAULT_MODEL) else canonical
+    return ModelChoice(label, canonical)
+
+
+def registered_choices() -> list[ModelChoice]:
+    """Registered models, each once (aliases fold into their model; the default first)."""
+    choices = {c.value: c for c in map(registered_choice, list_models())}
+    default = resolve_name(DEFAULT_MODEL)
+    return sorted(choices.values(), key=lambda c: (c.value != default, c.label))
+
+
+def folder_choices(folder: str | Path | None) -> list[ModelChoice]:
+    """Checkpoint files directly in ``folder`` (none if it does not exist)."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    return [ModelChoice(f"{Path(folder).name}/{p.name}", str(p.resolve())) for p in files]
+
+
+def startup_choice(model: str) -> ModelChoice:
+    """The ``--model`` value as a choice: an existing path wins over a registered name
+    (as in ``Tagger.from_pretrained``)."""
+    path = Path(model)
+    if path.exists():
+        return ModelChoice(path.name, str(path.resolve()))
+    name = resolve_name(model)
+    if name is None:
+        raise ModelNotFoundError(f"{model!r} is neither a registered model nor an existing file "
+                                 f"(registered: {', '.join(list_models())})")
+    return registered_choice(name)
+
+
+def model_choices(model: str, models_dir: str | Path | None) -> list[ModelChoice]:
+    """Everything the dropdown offers; the startup model first."""
+    first = startup_choice(model)
+    out = [first]
+    for choice in registered_choices() + folder_choices(models_dir):
+        if choice.value not in {c.value for c in out}:
+            out.append(choice)
+    return out
+
+
+class TaggerCache:
+    """Loads each offered model once and keeps the most recently used few.
+
+    Thread-safe: two requests for a model being loaded wait for the one load.
+    """
+
+    def __init__(self, choices: Sequence[ModelChoice], device: str = "cpu",
+                 max_loaded: int = MAX_LOADED_MODELS) -> None:
+        self.choices = list(choices)
+        self._allowed = {c.value: c for c in self.choices}
+        self.device = device
+        self.max_loaded = max(1, max_loaded)
+        self._loaded: OrderedDict[str, Tagger] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {v: threading.Lock() for v in self._allowed}
+
+    @property
+    def default(self) -> str:
+        return self.choices[0].value
+
+    def label(self, value: str) -> str:
+        choice = self._allowed.get(value)
+        return choice.label if choice else str(value)
+
+    def get(self, value: str | None = None) -> Tagger:
+        """The Tagger of an offered model (the startup model when ``value`` is empty)."""
+        value = value or self.default
+        if value not in self._allowed:
+            raise ModelNotFoundError(f"model {str(value)[:200]!r} is not one this app offers")
+        with self._lock:
+            if value in self._loaded:
+                self._loaded.move_to_end(value)
+                return self._loaded[value]
+        with self._load_locks[value]:
+            with self._lock:
+                if value in self._loaded:
+                    return self._loaded[value]
+            log.info("loading model %s", self.label(value))
+            tagger = Tagger.from_pretrained(value, device=self.device)
+            with self._lock:
+                self._loaded[value] = tagger
+                while len(self._loaded) > self.max_loaded:
+                    dropped, _ = self._loaded.popitem(last=False)
+                    log.info("unloaded model %s (keeping %d)", self.label(dropped), self.max_loaded)
+            return tagger

@@ -1,0 +1,186 @@
+"""Turning sdl_core results into what the page shows: heat-map overlays, the tag
+table (HTML built with ``html.escape`` only) and the JSON download.
+
+Pure functions over PIL images, numpy arrays and sdl_core dataclasses: no model
+math, no Gradio. Overlays use a colormap lookup table from matplotlib and a PIL
+blend (no pyplot figure per map: that is ~50x slower).
+"""
+from __future__ import annotations
+
+import functools
+import html
+import json
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from sdl_core import ImageTags, PreprocessConfig, TagResult
+
+#: Longest side of the photo under the heat maps (pixels): small pages, fast encoding.
+OVERLAY_SIDE = 320
+#: Weight of the heat map against the photo.
+OVERLAY_ALPHA = 0.55
+COLORMAP = "inferno"
+
+
+@functools.lru_cache(maxsize=4)
+def colormap_lut(name: str = COLORMAP) -> np.ndarray:
+    """(256, 3) uint8 RGB lookup table of a matplotlib colormap."""
+    rgba = colormaps[name](np.linspace(0.0, 1.0, 256))
+    return (rgba[:, :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def model_view(photo: Image.Image, preprocess: PreprocessConfig, max_side: int = OVERLAY_SIDE) -> Image.Image:
+    """The part of the photo the model saw, at display size.
+
+    A squashing model sees the whole photo (its maps stretch back to the photo's
+    aspect); a centre-cropping one sees the central square only.
+    """
+    img = photo.convert("RGB")
+    if preprocess.resize == "shorter_side_crop":
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    scale = max_side / max(img.size)
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.BILINEAR)
+    return img
+
+
+def normalize(heat: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map values in [lo, hi] to [0, 1]; a flat map becomes all zeros."""
+    heat = np.asarray(heat, dtype=np.float32)
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros_like(heat)
+    return np.clip((heat - lo) / (hi - lo), 0.0, 1.0)
+
+
+def overlay(photo: Image.Image, unit_heat: np.ndarray, alpha: float = OVERLAY_ALPHA,
+            cmap: str = COLORMAP) -> Image.Image:
+    """Blend a [0, 1] heat map (any grid size) over ``photo`` with a colormap."""
+    grey = Image.fromarray(np.round(np.nan_to_num(unit_heat) * 255.0).astype(np.uint8), "L")
+    grey = grey.resize(photo.size, Image.Resampling.BILINEAR)
+    colored = Image.fromarray(colormap_lut(cmap)[np.asarray(grey)], "RGB")
+    return Image.blend(photo.convert("RGB"), colored, alpha)
+
+
+def overlays_each(photo: Image.Image, maps: np.ndarray) -> list[Image.Image]:
+    """One overlay per map, each on its own scale (where each vector looks)."""
+    return [overlay(photo, normalize(m, float(np.min(m)), float(np.max(m)))) for m in maps]
+
+
+def overlays_shared(photo: Image.Image, maps: np.ndarray) -> list[Image.Image]:
+    """One overlay per map on one shared scale, so the K maps of a tag compare."""
+    lo, hi = float(np.min(maps)), float(np.max(maps))
+    return [overlay(photo, normalize(m, lo, hi)) for m in maps]
+
+
+def principal_captions(principal_tags: Sequence[Sequence[str]]) -> list[str]:
+    """'k=0 · wins: cat, *boat*' for each principal vector (tags as displayed)."""
+    return [f"k={k} · wins: {', '.join(tags)}" if tags else f"k={k} · wins none of the shown tags"
+            for k, tags in enumerate(principal_tags)]
+
+
+def tag_captions(result: TagResult, k: int) -> list[str]:
+    """Captions of the K maps of one tag; the winning vector is marked."""
+    return [f"k={i} · {result.display}" + (" · wins (scores this tag)" if i == result.principal else "")
+            for i in range(k)]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What the page keeps between events (in ``gr.State``): the photo as the model saw
+    it at display size, the shown tags and each tag's K maps. Choosing a tag reads
+    this; the model never runs again."""
+
+    photo: Image.Image
+    tags: tuple[TagResult, ...]
+    tag_maps: dict[str, np.ndarray]
+
+    def result(self, display_or_tag: str) -> TagResult | None:
+        for t in self.tags:
+            if display_or_tag in (t.display, t.tag):
+                return t
+        return None
+
+    def tag_gallery(self, display_or_tag: str) -> list[tuple[Image.Image, str]]:
+        """(overlay, caption) for each principal vector's map of one tag."""
+        result = self.result(display_or_tag)
+        if result is None or result.tag not in self.tag_maps:
+            return []
+        maps = self.tag_maps[result.tag]
+        return list(zip(overlays_shared(self.photo, maps), tag_captions(result, len(maps))))
+
+
+TABLE_STYLE = """
+<style>
+.sdl-tags { border-collapse: collapse; width: 100%; font-size: 0.95rem; }
+.sdl-tags th, .sdl-tags td { padding: 4px 8px; border-bottom: 1px solid rgba(127,127,127,0.25); text-align: left; }
+.sdl-tags td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.sdl-tags tr.unseen td.tag { color: #7c3aed; font-style: italic; font-weight: 600; }
+.sdl-badge { display: inline-block; font-size: 0.75rem; padding: 0 6px; border-radius: 8px; margin-left: 6px;
+             font-style: normal; font-weight: 500; }
+.sdl-badge.unseen { background: #ede9fe; color: #5b21b6; }
+.sdl-badge.typed { background: #dcfce7; color: #166534; }
+.sdl-missing { margin-top: 8px; color: #b45309; }
+</style>
+"""
+
+
+def tags_table_html(result: ImageTags, model_name: str) -> str:
+    """The ranked tags as an HTML table. Every piece of user or model text is escaped."""
+    rows = []
+    for rank, t in enumerate(result.tags, 1):
+        badges = ""
+        if not t.seen:
+            badges += '<span class="sdl-badge unseen">unseen</span>'
+        if t.typed:
+            badges += '<span class="sdl-badge typed">typed</span>'
+        rows.append(f'<tr class="{"seen" if t.seen else "unseen"}"><td class="num">{rank}</td>'
+                    f'<td class="tag">{html.escape(t.display)}{badges}</td>'
+                    f'<td class="num">{t.score:.4f}</td><td class="num">{t.principal}</td></tr>')
+    parts = [TABLE_STYLE, f'<div class="sdl-result"><p>Top {len(result.tags)} tags from '
+                          f'<b>{html.escape(model_name)}</b>. <i>*starred*</i> = unseen in training.</p>',
+             '<table class="sdl-tags"><thead><tr><th>#</th><th>tag</th><th>score</th><th>k</th></tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table>']
+    if result.not_in_vocabulary:
+        missing = ", ".join(html.escape(t) for t in result.not_in_vocabulary)
+        parts.append(f'<p class="sdl-missing">Not in the model\'s word space, so not ranked: {missing}</p>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def result_json(result: ImageTags, model_name: str, image_name: str | None, top_k: int, only_typed: bool) -> dict:
+    """The downloadable result: sdl_core's dict plus the request that produced it."""
+    data = result.to_dict()
+    data["image"] = Path(image_name).name if image_name else None  # never a server path
+    return {"model": model_name, "top_k": top_k, "only_typed_tags": only_typed, **data}
+
+
+def safe_stem(name: str | None, fallback: str = "photo") -> str:
+    """A file-name-safe stem from an uploaded file's name."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem if name else "").strip("._")[:60]
+    return stem or fallback
+
+
+def write_json(data: dict, root: Path, name: str, keep: int = 200) -> Path:
+    """Write ``data`` as ``root/<unique>/name`` (so downloads keep a readable name and
+    requests never overwrite each other), keeping only the newest ``keep`` folders."""
+    root.mkdir(parents=True, exist_ok=True)
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for stale in folders[: max(0, len(folders) - keep + 1)]:
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = root / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # names sort by age
+    folder.mkdir()
+    path = folder / name
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    return path
