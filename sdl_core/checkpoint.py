@@ -163,7 +163,7 @@ def official_state_to_ours(state: dict[str, torch.Tensor], k: int, d: int) -> di
         new = official_key_to_timm(key)
         if new.endswith(".bn.weight"):
             value = value.abs() + 1e-5  # InPlaceABN stores signed weights; BatchNorm wants |w| + eps
-        out["backbone." + new[len("body."):]] = value
+        out["backbone." + new] = value
     return out
 
 
@@ -200,7 +200,11 @@ def import_official(checkpoint: str | Path, data_dir: str | Path, out: str | Pat
                          preprocess=OFFICIAL_PREPROCESS, reduction="max", name="sdl_tresnet_m.nus_wide",
                          description="The authors' SDL model (ICCV 2021), NUS-WIDE 925 seen / 81 unseen, K=7")
     model = SDLModel(config)
-    load_state_strict(model, official_state_to_ours(state, k, d), what="tresnet_m SDL model")
+    ours = official_state_to_ours(state, k, d)
+    for key in model.state_dict():  # BatchNorm's step counter has no InPlaceABN counterpart
+        if key.endswith("num_batches_tracked") and key not in ours:
+            ours[key] = torch.tensor(0, dtype=torch.long)
+    load_state_strict(model, ours, what="tresnet_m SDL model")
     model.eval()
     if out is not None:
         save_checkpoint(model, vocab, out)
