@@ -1,0 +1,189 @@
+"""Command line: ``python -m train {fit,evaluate,synth,smoke} ...``.
+
+Exit codes: 0 success; 2 bad input (one ``error:`` line, no traceback); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from sdl_core.errors import SDLError
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images-root", help="folder the COCO file_name paths are relative to (default: the JSON's folder)")
+    p.add_argument("--split", help="split.json {seen, unseen}, the authors' cls_ids.pickle, a text file of unseen "
+                                   "tags, or unseen tags inline: 'crimson,azure'")
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="train an SDL model (full fine-tuning, or --head-only on a CPU)",
+                       description="Train an SDL model. Writes config.json, log.csv/log.jsonl, best.safetensors "
+                                   "(best validation GZSL F1@3), last.safetensors and state.pt (for --resume) "
+                                   "into --out. Under torchrun, trains with DDP.")
+    p.add_argument("--data", required=True, help="a folder with tags.csv (image,tags; tags split by | or ;), "
+                                                 "a COCO .json, or a zs_split folder")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--val-data", help="validation data in the same format (default: hold out --val-fraction)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of --data held out for validation "
+                                                                   "when there is no --val-data (default 0.1; 0 = none)")
+    _add_data_args(p)
+    p.add_argument("--unseen", dest="split", help="alias of --split: unseen tags (file or comma list)")
+    vec = p.add_mutually_exclusive_group()
+    vec.add_argument("--word-space", dest="vectors", help="'wordllama' (default), a fastText .bin or a .vec table")
+    vec.add_argument("--tag-vectors", dest="vectors", help="the authors' data folder, or a .pickle table whose "
+                                                          "columns follow the category order")
+    p.add_argument("--word-space-name", dest="space_name", help="name to record for the word space")
+    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default tf_efficientnet_lite0;"
+                                                                      " the paper: tresnet_m)")
+    p.add_argument("--k", type=int, default=7, help="principal vectors per image (default 7)")
+    p.add_argument("--pretrained", default="auto", help="backbone ImageNet weights: a .pth file, 'packaged' (weights "
+                                                        "shipped in pip packages: tf_efficientnet_lite0/2), 'none', "
+                                                        "or 'auto' (packaged when available; default)")
+    p.add_argument("--image-size", type=int, help="input size (default: the backbone's, e.g. 224)")
+    p.add_argument("--resize", choices=["squash", "shorter_side_crop"], default="squash",
+                   help="inference resize recorded in the checkpoint (default squash, as the authors)")
+    p.add_argument("--head-only", action="store_true", help="freeze the backbone, cache its pooled features, train "
+                                                            "only the head (minutes on a CPU)")
+    p.add_argument("--epochs", type=int, help="default 10 (full) / 30 (head-only)")
+    p.add_argument("--batch-size", type=int, help="default 32 (full) / 64 (head-only)")
+    p.add_argument("--lr", type=float, help="peak OneCycle learning rate, default 2.5e-5 (full) / 2e-3 (head-only)")
+    p.add_argument("--weight-decay", type=float, default=3e-4, help="Adam weight decay, not on bias/norm (3e-4)")
+    p.add_argument("--lam", type=float, default=0.01, help="weight of the principal-vector variance term (0.01)")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.9997 (0 = off)")
+    p.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0 = off)")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="mixed precision (auto = on CUDA)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto = cuda when available)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch (quick trials)")
+    p.add_argument("--crop-scale", type=float, default=0.5, help="random resized crop min area (1 = plain resize)")
+    p.add_argument("--randaugment", type=int, default=9, help="RandAugment magnitude (0 = off)")
+    p.add_argument("--cutout", type=float, default=0.5, help="probability of Cutout-style erasing (0 = off)")
+    p.add_argument("--cache-dir", help="feature cache for --head-only (default $SDL_CACHE_DIR or "
+                                       "~/.cache/sdl-tagger/features)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
+    p.add_argument("--name", default="", help="model name recorded in the checkpoint")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=cmd_fit, vectors="wordllama")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .fit import FitOptions, fit
+    fields = FitOptions.__dataclass_fields__
+    options = FitOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    result = fit(options)
+    last = result.history[-1] if result.history else {}
+    summary = {k: last[k] for k in ("epoch", "train_loss", "val_gzsl_mAP", "val_gzsl_F1@3", "val_zsl_mAP",
+                                    "val_zsl_F1@3") if k in last}
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {result.out}: best {result.best.name if result.best else '-'}, "
+              f"last {result.last.name if result.last else '-'}; last epoch {json.dumps(summary)}")
+    return EXIT_OK
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="ZSL/GZSL mAP and P/R/F1@3,5 of a checkpoint on labelled data",
+                       description="Rank the checkpoint's vocabulary on every image of --data; ZSL ranks only "
+                                   "unseen tags on images with an unseen label, GZSL ranks all tags.")
+    p.add_argument("--checkpoint", required=True, help="one of our .safetensors checkpoints")
+    p.add_argument("--data", required=True, help="a folder with tags.csv, a COCO .json, or a zs_split folder (val)")
+    _add_data_args(p)
+    p.add_argument("--out", help="JSON results file (default: <checkpoint>.eval.json)")
+    p.add_argument("--random-baseline", action="store_true", help="also report random scores (mean of 10 draws)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint, report, write_json
+    evaluation = evaluate_checkpoint(args.checkpoint, args.data, args.images_root, args.split, args.batch_size,
+                                     args.device, args.workers, args.random_baseline, args.progress)
+    print(report(evaluation))
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".eval.json")
+    write_json(evaluation, out, {"checkpoint": str(args.checkpoint), "data": str(args.data)})
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic zero-shot dataset (coloured shapes; unseen colour words)")
+    p.add_argument("out", help="folder to create (train/, val/, test/, unseen.txt)")
+    p.add_argument("--images", type=int, default=200, help="images in all (default 200)")
+    p.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import make_colour_dataset
+    if args.images < 4 or not 16 <= args.size <= 2048:
+        raise SDLError("--images must be >= 4 and --size within 16..2048")
+    paths = make_colour_dataset(args.out, args.images, args.size, args.seed)
+    print(" ".join(f"{k}={v}" for k, v in paths.items()))
+    return EXIT_OK
+
+
+def _add_smoke(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("smoke", help="throughput check of full training on synthetic batches (see gpu_smoke.sh)")
+    p.add_argument("--backbone", default="tresnet_m")
+    p.add_argument("--k", type=int, default=7)
+    p.add_argument("--dim", type=int, default=300)
+    p.add_argument("--tags", type=int, default=925)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(func=cmd_smoke)
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from .errors import RunError
+    from .smoke import run_smoke
+    if min(args.steps, args.batch_size, args.k, args.dim, args.tags) < 1 or args.warmup < 0:
+        raise RunError("--steps, --batch-size, --k, --dim and --tags must be >= 1")
+    if args.amp == "on" and not args.device.startswith("cuda"):
+        raise RunError("--amp on needs --device cuda")
+    result = run_smoke(args.backbone, args.steps, args.batch_size, args.image_size, args.k, args.dim, args.tags,
+                       args.device, args.amp, args.warmup)
+    text = json.dumps(result.to_dict())
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate SDL zero-shot taggers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_fit, _add_evaluate, _add_synth, _add_smoke):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except SDLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
