@@ -22,7 +22,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 #: Modules that add sub-commands: each has ``add_commands(subparsers)`` that sets
 #: ``func`` on its parsers. Kept as names so ``tag`` never pays for their imports.
-COMMAND_MODULES: tuple[str, ...] = ("sdl_core.evaluate",)
+COMMAND_MODULES: tuple[str, ...] = ("sdl_core.evaluate", "sdl_core.search")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +98,17 @@ def cmd_import_official(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_download_official(args: argparse.Namespace) -> int:
+    from .checkpoint import import_official
+    from .download import download_official, sha256_of
+    model_path, data_dir = download_official(args.folder)
+    print(f"downloaded {model_path} (sha256 {sha256_of(model_path)}) and the vocabulary files into {data_dir}")
+    if args.out:
+        model, vocab = import_official(model_path, data_dir, args.out)
+        print(f"wrote {args.out}: K={model.config.k}, D={model.config.d}, {len(vocab)} tags")
+    return EXIT_OK
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     for name in list_models():
         entry = get_model(name)
@@ -130,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("data_dir", help="their data folder (classes.pickle, unseen_classes.pickle, wordvec_array.pickle)")
     imp.add_argument("out", help="output .safetensors path")
     imp.set_defaults(func=cmd_import_official)
+
+    dl = sub.add_parser("download-official", help="download the authors' NUS-WIDE model and data (needs a network)")
+    dl.add_argument("folder", help="where to put NUS_mtresnet_224.pth and the three .pickle files")
+    dl.add_argument("--out", help="also convert to this .safetensors checkpoint")
+    dl.set_defaults(func=cmd_download_official)
 
     models = sub.add_parser("models", help="list registered model names")
     models.set_defaults(func=cmd_models)
