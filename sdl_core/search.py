@@ -417,7 +417,7 @@ def _encode_entries(root: Path, todo: list[FileEntry], tagger: "Tagger", batch_s
                 except SDLError as exc:
                     report.failed.append((entry.path, str(exc)))
             if images:
-                done_vectors.append(tagger.encode(images).vectors.detach().float().cpu())
+                done_vectors.append(_storage(tagger.encode(images).vectors).float())  # as saved: in memory == on disk
                 done_entries.extend(ok)
             done += len(batch)
             if progress is not None:
@@ -545,11 +545,19 @@ def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int
     else:
         per_tag = tag_scores(index.vectors, w, index.reduction)
     combined, _ = combine(per_tag, mode)
-    n = min(max(1, top_n), len(index))
-    top = torch.topk(combined, n).indices
-    hits = _hits(index, top, w, found, mode)
+    hits = _hits(index, top_rows(combined, top_n), w, found, mode)
     hits.sort(key=lambda h: (-h.score, h.path))
     return SearchResult(hits, found, missing, mode, len(index))
+
+
+def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows of the n best scores; ties at the cut go to the lower rows (paths are sorted,
+    so the result never depends on topk's tie order)."""
+    n = min(max(1, n), scores.shape[0])
+    cut = torch.topk(scores, n).values[-1]
+    above = torch.nonzero(scores > cut).flatten()
+    tied = torch.nonzero(scores == cut).flatten()[: n - above.numel()]
+    return torch.cat([above, tied])
 
 
 def _hits(index: SearchIndex, rows: torch.Tensor, w: torch.Tensor, tags: list[str], mode: str) -> list[SearchHit]:
