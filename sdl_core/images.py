@@ -28,6 +28,15 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_WORKING_SIDE = 2048
 #: Smallest side that still makes sense to tag.
 MIN_IMAGE_SIDE = 1
+#: The only Pillow decoders we run on uploads. Others (EPS runs Ghostscript, plus
+#: rarely used parsers) are refused as "unsupported format" before any decoding.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "DIB", "TIFF", "ICO", "PPM", "TGA", "QOI")
+#: Leading bytes of formats people upload that we do not read, to name them in the message.
+_KNOWN_UNSUPPORTED = ((b"ftypheic", "HEIC"), (b"ftypheix", "HEIC"), (b"ftyphevc", "HEIC"),
+                      (b"ftypmif1", "HEIF"), (b"%PDF", "PDF"), (b"%!PS", "PostScript/EPS"),
+                      (b"<svg", "SVG"), (b"<?xml", "SVG/XML"), (b"8BPS", "Photoshop PSD"))
+
+_ORIENTATION = 0x0112  # the EXIF tag
 
 ImageSource = Union[str, Path, bytes, Image.Image]
 
@@ -39,9 +48,10 @@ _RESAMPLE = {
 }
 
 
-def _open(source: ImageSource) -> Image.Image:
+def _open(source: ImageSource) -> tuple[Image.Image, str]:
+    """The lazily opened image and the name to use in messages."""
     if isinstance(source, Image.Image):
-        return source
+        return source, Path(getattr(source, "filename", "") or "image").name
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
         name = "image"
@@ -52,7 +62,7 @@ def _open(source: ImageSource) -> Image.Image:
             raise ImageError(f"{path}: no such file")
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:
-            raise ImageError(f"{name}: file is {size / 1e6:.0f} MB, above the {MAX_IMAGE_BYTES // 2**20} MiB limit")
+            raise ImageError(f"{name}: file is {size / 2**20:.1f} MiB, above the {MAX_IMAGE_BYTES // 2**20} MiB limit")
         data = path.read_bytes()
     if not data:
         raise ImageError(f"{name}: file is empty")
@@ -61,14 +71,29 @@ def _open(source: ImageSource) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data), formats=_decoders()), name
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: image declares too many pixels (limit {MAX_IMAGE_PIXELS:,})") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image, or an unsupported format "
-                         "(supported: JPEG, PNG, GIF, WebP, BMP, TIFF and the other formats Pillow reads)") from None
+        raise ImageError(f"{name}: {_unsupported_kind(data)} "
+                         f"(supported: {', '.join(ALLOWED_FORMATS)})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: cannot read image ({exc})") from None
+
+
+def _decoders() -> list[str]:
+    """ALLOWED_FORMATS that this Pillow build registers (Pillow fails on unknown names)."""
+    Image.init()
+    return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+
+
+def _unsupported_kind(data: bytes) -> str:
+    """Name a format we refuse, so the message says what to convert from."""
+    head = data[:64]
+    for magic, kind in _KNOWN_UNSUPPORTED:
+        if magic in head:
+            return f"unsupported format {kind}; convert it to JPEG or PNG"
+    return "not an image, or an unsupported format"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -95,30 +120,31 @@ def load_image(source: ImageSource, max_side: int = MAX_WORKING_SIDE) -> Image.I
     Raises :class:`ImageError` with a readable message for anything that is not a
     usable image. Huge but valid images are downscaled to ``max_side``.
     """
-    img = _open(source)
-    name = getattr(img, "filename", "") or "image"
+    img, name = _open(source)
     width, height = img.size
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{Path(name).name}: {width}x{height} is above the limit of "
+        raise ImageError(f"{name}: {width}x{height} is above the limit of "
                          f"{MAX_IMAGE_PIXELS:,} pixels")
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise ImageError(f"{Path(name).name}: image has no pixels")
+        raise ImageError(f"{name}: image has no pixels")
     try:
         if getattr(img, "is_animated", False):
             img.seek(0)
-        if img.format == "JPEG" and max(width, height) > 2 * max_side:
+        if img.format in ("JPEG", "MPO") and max(width, height) > 2 * max_side:
             img.draft("RGB", (max_side, max_side))  # decode at reduced scale: bounded memory
         img.load()
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even when upright
+            img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{Path(name).name}: image data is corrupt or truncated ({exc})") from None
-    if max(img.size) > max_side:
-        img = img.copy()
-        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return img
+        raise ImageError(f"{name}: image data is corrupt or truncated ({exc})") from None
+    if max(img.size) > max_side:  # resize returns a new image: no full-size copy
+        scale = max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return img.copy() if img is source else img  # never hand back the caller's own object
 
 
 def resize_for_model(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
