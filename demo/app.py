@@ -27,7 +27,7 @@ from demo.about import README, about_markdown, measured_quality  # noqa: E402
 from demo.models import TaggerCache, model_choices  # noqa: E402
 from demo.render import (Shown, model_view, overlays_each, principal_captions, result_json,  # noqa: E402
                          safe_stem, tags_table_html, write_json)
-from sdl_core import DEFAULT_MODEL, SDLError, load_image, parse_tags  # noqa: E402
+from sdl_core import DEFAULT_MODEL, SDLError, parse_tags  # noqa: E402
 from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
 from sdl_core.tags import MAX_TAGS  # noqa: E402
 
@@ -86,29 +86,20 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-class PhotoInput(gr.Image):
-    """gr.Image whose upload errors carry sdl_core's readable message.
+def upload_path(image: Any) -> tuple[str, str]:
+    """(path on the server, the uploader's file name) of the image input.
 
-    Gradio opens uploads with Pillow before our function runs; for a file Pillow
-    cannot open, we ask ``sdl_core.load_image`` what is wrong and show that.
+    The main event runs with ``preprocess=False``: Gradio has already moved the upload
+    into its cache and checked the path, but has not opened it, so an unreadable file
+    reaches ``sdl_core.load_image`` and the user reads its message.
     """
-
-    is_template = True  # the browser renders it as a plain Image
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(type="filepath", image_mode=None, **kwargs)
-
-    def preprocess(self, payload: Any) -> str | None:
-        try:
-            return super().preprocess(payload)
-        except Exception:  # noqa: BLE001 - any decoder error: let sdl_core explain it
-            path = getattr(payload, "path", None)
-            try:
-                if path:
-                    load_image(path)
-            except SDLError as exc:
-                raise gr.Error(str(exc), print_exception=False) from None
-            raise gr.Error("the uploaded file could not be read as an image", print_exception=False) from None
+    if isinstance(image, (str, Path)):
+        return str(image), Path(image).name
+    path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
+    if not path:
+        raise gr.Error("The uploaded image did not arrive; please upload it again.", print_exception=False)
+    name = (image.get("orig_name") if isinstance(image, dict) else getattr(image, "orig_name", None))
+    return str(path), name or Path(path).name
 
 
 def check_top_k(value: Any) -> int:
@@ -129,20 +120,20 @@ class Handlers:
         self.json_root = json_root
         self.readme = readme
 
-    def tag(self, image: str | None, tags_text: str | None, only_typed: bool, top_k: Any, model: str | None
+    def tag(self, image: dict | str | None, tags_text: str | None, only_typed: bool, top_k: Any, model: str | None
             ) -> tuple:
         """One request: one forward pass, then the table, the JSON and the maps."""
         if not image:
             raise gr.Error("Upload a photo first (or click one of the examples).", print_exception=False)
+        path, name = upload_path(image)
         top_k = check_top_k(top_k)
-        typed = parse_tags(tags_text or "")
+        typed = parse_tags(str(tags_text or ""))
         tagger = self.cache.get(model)
-        analysis = tagger.analyze(image, extra_tags=typed, top_k=top_k, only_extra=bool(only_typed))
+        analysis = tagger.analyze(path, extra_tags=typed, top_k=top_k, only_extra=bool(only_typed))
         photo = model_view(analysis.image, tagger.config.preprocess)
         principal = list(zip(overlays_each(photo, analysis.principal_maps),
                              principal_captions(analysis.principal_tags)))
         shown = Shown(photo, tuple(analysis.tags.tags), analysis.tag_maps)
-        name = Path(image).name
         data = result_json(analysis.tags, tagger.name, name, top_k, bool(only_typed))
         json_path = write_json(data, self.json_root, f"tags-{safe_stem(name)}.json")
         choices = [t.display for t in shown.tags]
@@ -201,8 +192,8 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
         with gr.Tab("Tag a photo"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    image = PhotoInput(label="Photo (drop, paste or click to upload)", height=320,
-                                       sources=["upload", "clipboard"], elem_id="sdl-photo")
+                    image = gr.Image(type="filepath", image_mode=None, label="Photo (drop, paste or click to upload)",
+                                     height=320, sources=["upload", "clipboard"], elem_id="sdl-photo")
                     tags = gr.Textbox(label="Your tags (comma-separated, several words allowed)",
                                       placeholder="e.g. espresso, latte art, wooden table",
                                       info=f"Up to {MAX_TAGS} tags; tags the model already knows keep "
@@ -235,14 +226,14 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
 
             inputs = [image, tags, only_typed, top_k, model_box]
             outputs = [table, download, maps, tag_choice, tag_maps, shown]
-            tag_fn = user_errors(handlers.tag)
-            run.click(tag_fn, inputs, outputs, api_name="tag", concurrency_id="model",
-                      concurrency_limit=MODEL_CONCURRENCY)
-            tags.submit(tag_fn, inputs, outputs, api_visibility="private", concurrency_id="model",
-                        concurrency_limit=MODEL_CONCURRENCY)
+            # preprocess=False: uploads are opened by sdl_core (its limits, its messages); every
+            # input is checked in Handlers.tag (top-k range, model offered, tag limits).
+            tag_event = dict(fn=user_errors(handlers.tag), inputs=inputs, outputs=outputs, preprocess=False,
+                             concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+            run.click(**tag_event, api_name="tag")
+            tags.submit(**tag_event, api_visibility="private")
             if example_block is not None:
-                example_block.load_input_event.then(tag_fn, inputs, outputs, api_visibility="private",
-                                                    concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+                example_block.load_input_event.then(**tag_event, api_visibility="private")
             tag_choice.input(user_errors(handlers.show_tag), [tag_choice, shown], tag_maps, api_name="tag_maps",
                              concurrency_limit=RENDER_CONCURRENCY)
             model_box.change(user_errors(handlers.about), model_box, about, api_name="about",
@@ -251,6 +242,7 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
             with gr.Tab("Search"):
                 search_builder(cache.get, [Path(d) for d in search_dirs])
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
+    app.tagger_cache = cache  # in-process users (tests, benchmarks) reach the loaded models here
     return app
 
 
