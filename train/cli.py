@@ -69,6 +69,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cutout", type=float, default=0.5, help="probability of Cutout-style erasing (0 = off)")
     p.add_argument("--cache-dir", help="feature cache for --head-only (default $SDL_CACHE_DIR or "
                                        "~/.cache/sdl-tagger/features)")
+    p.add_argument("--save-every", type=int, help="write last.safetensors and state.pt every N epochs (and at the "
+                                                  "end); default 1 (full) / 10 (head-only)")
+    p.add_argument("--best-metric", default="gzsl_F1@3", help="validation metric that picks best.safetensors: "
+                                                             "{gzsl,zsl}_{F1@3,F1@5,mAP,P@3,...} (default gzsl_F1@3, "
+                                                             "as the authors)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
     p.add_argument("--name", default="", help="model name recorded in the checkpoint")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

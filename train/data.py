@@ -268,11 +268,14 @@ class TagVectors:
     missing: list[str] = field(default_factory=list)
 
 
-def tag_vectors(source: str | Path, tags: Sequence[str], space_name: str | None = None) -> TagVectors:
-    """Vectors for ``tags`` from a word space, the authors' folder, or a pickled table whose
-    columns follow ``tags`` (the full category list, in order)."""
+def tag_vectors(source: str | Path, tags: Sequence[str], space_name: str | None = None,
+                extra: Sequence[str] = ()) -> TagVectors:
+    """Vectors for ``tags`` (+ ``extra`` tags no image has) from a word space, the authors'
+    folder, or a pickled table whose columns follow ``tags`` (the category list, in order)."""
     text = str(source)
     path = Path(text)
+    tags_in = list(tags)
+    tags = list(dict.fromkeys(tags_in + [t for t in extra if t not in set(tags_in)]))
     if text == "wordllama" or path.suffix.lower() in (".bin", ".vec"):
         space = load_word_space(text, name=space_name)
         vectors, found = space.embed(list(tags))
@@ -290,7 +293,7 @@ def tag_vectors(source: str | Path, tags: Sequence[str], space_name: str | None 
         return TagVectors(vectors, info, Split(tuple(vocab.seen_tags), tuple(vocab.unseen_tags)),
                           missing=[t for t in tags if t not in vectors])
     if path.is_file() and path.suffix.lower() in (".pickle", ".pkl"):
-        return _table_vectors(path, tags, space_name)
+        return _table_vectors(path, tags_in, space_name)  # columns follow the categories; extras have none
     raise DataError(f"tag vectors {text!r}: use 'wordllama', a fastText .bin/.vec, the authors' data folder, "
                     "or a .pickle table of word vectors")
 
@@ -363,16 +366,11 @@ def prepare_data(spec: DataSpec) -> PreparedData:
     train = read_annotations(data_path, spec.images_root)
     val = read_annotations(val_path, spec.images_root) if val_path is not None else None
     all_tags = list(dict.fromkeys(train.tags + (val.tags if val is not None else [])))
-    vectors = tag_vectors(spec.vectors, all_tags, spec.space_name)
-    if spec.split:
-        split = read_split(spec.split, all_tags)
-    elif vectors.split is not None:
-        split = vectors.split
-    elif data_path.suffix.lower() == ".json" and val is not None and _ZS_TRAIN.match(data_path.name):
-        split = split_by_annotation(train, val)
-    else:
-        split = Split(tuple(all_tags), ())
-        log.warning("no unseen tags given (--unseen/--split): every tag is seen; ZSL metrics will be empty")
+    split = read_split(spec.split, all_tags) if spec.split else None
+    extra = [t for t in (split.seen + split.unseen if split else ()) if t not in set(all_tags)]
+    vectors = tag_vectors(spec.vectors, all_tags, spec.space_name, extra)
+    if split is None:
+        split = _default_split(data_path, train, val, vectors, all_tags)
     vocab = _split_vocabulary(split, all_tags, vectors)
     train = train.with_tags(vocab.tags).existing()
     if val is not None:
@@ -384,6 +382,17 @@ def prepare_data(spec: DataSpec) -> PreparedData:
     if not train.targets[:, vocab.seen].any():
         raise DataError(f"{spec.data}: no training image has a seen tag: nothing to learn from")
     return PreparedData(train, val if val is not None and len(val) else None, vocab, vectors.info)
+
+
+def _default_split(data_path: Path, train: TaggedImages, val: TaggedImages | None, vectors: TagVectors,
+                   all_tags: Sequence[str]) -> Split:
+    """No --split: the authors' folder's own split, the zs_split convention, or all seen."""
+    if vectors.split is not None:
+        return vectors.split
+    if data_path.suffix.lower() == ".json" and val is not None and _ZS_TRAIN.match(data_path.name):
+        return split_by_annotation(train, val)
+    log.warning("no unseen tags given (--unseen/--split): every tag is seen; ZSL metrics will be empty")
+    return Split(tuple(all_tags), ())
 
 
 def _split_vocabulary(split: Split, all_tags: Sequence[str], vectors: TagVectors) -> Vocabulary:

@@ -43,7 +43,8 @@ from .metrics import evaluate_zsl_gzsl, format_table, results_to_dict
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-BEST_METRIC = "val_gzsl_F1@3"
+#: Metrics that can pick the best checkpoint (the authors used GZSL F1@3).
+BEST_METRICS = tuple(f"{s}_{m}" for s in ("gzsl", "zsl") for m in ("F1@3", "F1@5", "mAP", "P@3", "R@3", "P@5", "R@5"))
 
 
 @dataclass
@@ -80,6 +81,8 @@ class FitOptions:
     randaugment: int = 9
     cutout: float = 0.5
     cache_dir: str | None = None
+    save_every: int | None = None
+    best_metric: str = "gzsl_F1@3"
     resume: bool = False
     progress: bool = True
     name: str = ""
@@ -96,7 +99,8 @@ class FitOptions:
             self, pretrained=pretrained,
             epochs=self.epochs if self.epochs is not None else (30 if head else 10),
             batch_size=self.batch_size if self.batch_size is not None else (64 if head else 32),
-            lr=self.lr if self.lr is not None else (2e-3 if head else 2.5e-5))
+            lr=self.lr if self.lr is not None else (2e-3 if head else 2.5e-5),
+            save_every=self.save_every if self.save_every is not None else (10 if head else 1))
 
     def validate(self) -> None:
         checks = [(self.k >= 1, "--k must be >= 1"), (self.epochs is None or self.epochs >= 1, "--epochs must be >= 1"),
@@ -106,7 +110,9 @@ class FitOptions:
                   (0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)"),
                   (self.amp in ("auto", "on", "off"), "--amp must be auto, on or off"),
                   (0 < self.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
-                  (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")]
+                  (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1"),
+                  (self.save_every is None or self.save_every >= 1, "--save-every must be >= 1"),
+                  (self.best_metric in BEST_METRICS, f"--best-metric must be one of {', '.join(BEST_METRICS)}")]
         for ok, message in checks:
             if not ok:
                 raise RunError(message)
@@ -444,14 +450,17 @@ class _Run:
                     log.info("epoch %d validation:\n%s", epoch + 1, format_table(results))
                 history.append(row)
                 folder.write_log(history)
-                result.last = folder.save_model("last.safetensors", eval_model, self.data.vocab)
-                value = row.get(BEST_METRIC)
+                value = row.get(f"val_{opts.best_metric}")
                 if value is not None and value > best_value:
                     best_value = value
                     result.best = folder.save_model("best.safetensors", eval_model, self.data.vocab)
-            folder.save_state({"epoch": epoch + 1, "model": self.trained_state(), "stepper": self.stepper.state_dict(),
-                               "history": history, "best_value": best_value, "config": config_json,
-                               "tags": self.data.vocab.tags})
+                checkpoint_now = epoch + 1 == opts.epochs or (epoch + 1) % int(opts.save_every) == 0
+                if checkpoint_now:
+                    result.last = folder.save_model("last.safetensors", eval_model, self.data.vocab)
+            if checkpoint_now:
+                folder.save_state({"epoch": epoch + 1, "model": self.trained_state(),
+                                   "stepper": self.stepper.state_dict(), "history": history,
+                                   "best_value": best_value, "config": config_json, "tags": self.data.vocab.tags})
             if ctx.world > 1:
                 dist.barrier()
         if result.best is None and (folder.out / "best.safetensors").is_file():

@@ -1,6 +1,6 @@
 """A synthetic zero-shot dataset: shapes in named colours on a grey texture.
 
-Seen colour words train the model; unseen ones (crimson, azure, violet, gold) are
+Seen colour words train the model; unseen ones (ruby, azure, violet, gold) are
 shades close to a seen colour *and* words close to that colour's word in common word
 spaces, which is exactly the situation zero-shot transfer relies on. Writes the plain
 folder format (``tags.csv`` + images) for a train, a val and a test split, and
@@ -19,7 +19,7 @@ SEEN_COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (250, 140, 20), "purple": (120, 40, 150), "pink": (250, 150, 190), "brown": (120, 70, 30),
 }
 UNSEEN_COLOURS: dict[str, tuple[int, int, int]] = {
-    "crimson": (150, 0, 35), "azure": (40, 150, 255), "violet": (150, 90, 230), "gold": (212, 175, 55),
+    "ruby": (170, 10, 60), "azure": (40, 150, 255), "violet": (150, 90, 230), "gold": (212, 175, 55),
 }
 SPLITS = {"train": 0.6, "val": 0.15, "test": 0.25}
 
