@@ -1,9 +1,11 @@
 """Normalising and validating tag words typed by people.
 
 One normalisation everywhere (vocabularies, typed tags, word-space caches):
-Unicode NFC, control characters removed, surrounding ``*`` and spaces stripped,
-inner whitespace collapsed, lower case. Limits are named constants so the README,
-the CLI and the demo can quote them.
+Unicode NFC, control and format characters removed (including bidi overrides)
+except the zero-width (non-)joiners that emoji and some scripts need, surrounding
+``*`` and spaces stripped, inner whitespace collapsed, lower case. Text is kept as
+text: HTML such as ``<b>`` is neither stripped nor escaped here (renderers escape).
+Limits are named constants so the README, the CLI and the demo can quote them.
 """
 from __future__ import annotations
 
@@ -22,13 +24,19 @@ MAX_TAG_TEXT = 100_000
 
 _SEPARATORS = re.compile(r"[,;\n\r\t]+")
 _SPACES = re.compile(r"\s+")
+#: Format characters kept inside a tag: zero-width non-joiner and joiner (emoji
+#: sequences such as the technologist, Persian and Indic spelling).
+_KEPT_FORMAT = "\u200c\u200d"
+#: Lone surrogates: what Python makes of bytes that are not UTF-8 (command-line
+#: arguments, file names); they cannot be shown or embedded.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def normalize_tag(tag: str) -> str:
     """Canonical form of a tag: NFC, no control characters, collapsed spaces, lower case."""
     text = unicodedata.normalize("NFC", str(tag))
-    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in " \t")
-    text = _SPACES.sub(" ", text).strip().strip("*").strip()
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in " \t" + _KEPT_FORMAT)
+    text = _SPACES.sub(" ", text).strip().strip("*" + _KEPT_FORMAT).strip()
     return text.lower()
 
 
@@ -36,6 +44,9 @@ def clean_tags(tags: Iterable[str], max_tags: int = MAX_TAGS) -> list[str]:
     """Normalise, drop empties, merge duplicates (first wins) and enforce the limits."""
     out: dict[str, None] = {}
     for raw in tags:
+        if _SURROGATES.search(str(raw)):
+            raise TagInputError(f"tag {str(raw)[:20]!r} is not valid UTF-8 text (undecodable bytes); "
+                                "type it again or check your terminal's encoding")
         tag = normalize_tag(raw)
         if not tag:
             continue

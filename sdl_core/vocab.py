@@ -122,7 +122,12 @@ def read_tag_file(path: str | Path) -> list[str]:
         raw = path.read_bytes()
     except OSError as exc:
         raise VocabularyError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    text = raw.decode("utf-8", errors="replace")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise VocabularyError(f"{path.name}: not UTF-8 text (byte {raw[exc.start]:#04x} on line {line}); "
+                              "save the file as UTF-8") from None
     tags = [normalize_tag(line.split("#", 1)[0]) for line in text.splitlines()]
     tags = list(dict.fromkeys(t for t in tags if t))
     if not tags:
