@@ -1,0 +1,500 @@
+"""The performance benchmark: ``python benchmarks/bench.py [--quick] [--json] [--demo]``.
+
+Every number is a median over repeated runs after warm-up, and every case is timed
+*interleaved* with its baseline in the same process (round-robin, the order rotated
+each round), so machine load hits both alike. The ratio is the median of the per-round
+ratios baseline / case (a speed-up: > 1 is faster). Sections (issue 6):
+
+1. SDL TResNet-M @224, K=7, D=300, random weights: ``Tagger.tag`` vs an authors'-style
+   baseline written here (eager, autograd on, float32, NCHW, model run twice per image,
+   numpy scoring), plus which optimisation bought what;
+2. the offline default model, one image end to end (decode -> 1,000-tag vocabulary +
+   10 new typed tags -> attention maps), with and without maps, median and p90;
+3. ``python -m sdl_core tag`` over 64 photos, batched vs one by one (images/s);
+4. scoring 100k tags against K principal vectors; embedding 1,000 new typed tags
+   (and the same again, cached);
+5. the demo (``benchmarks/bench_demo.py`` when it exists, else measured here with
+   ``--demo``): cold start to first page, request -> response through gradio_client,
+   RSS after 50 requests.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import inspect
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sdl_core import cli  # noqa: E402
+from sdl_core.checkpoint import OFFICIAL_PREPROCESS  # noqa: E402
+from sdl_core.config import ModelConfig  # noqa: E402
+from sdl_core.model import SDLModel  # noqa: E402
+from sdl_core.scoring import score_tags, top_k_indices  # noqa: E402
+from sdl_core.tagger import Tagger  # noqa: E402
+from sdl_core.vocab import Vocabulary  # noqa: E402
+from sdl_core.wordvec import AUTHORS_FASTTEXT, load_word_space, unit_rows  # noqa: E402
+
+try:  # absent before the optimisations existed: the benchmark still runs, without ablation rows
+    from sdl_core.optimize import InferenceOptions
+except ImportError:  # pragma: no cover
+    InferenceOptions = None  # type: ignore[assignment,misc]
+
+EXAMPLES = ROOT / "assets" / "examples"
+PHOTO = EXAMPLES / "rocket.jpg"
+ADJECTIVES = ("red", "small", "old", "wooden", "shiny", "wet", "striped", "frozen", "broken", "golden",
+              "quiet", "tall", "round", "dusty", "bright", "narrow", "soft", "busy", "empty", "ancient")
+
+
+@dataclass
+class Row:
+    """One line of the table. ``ratio`` = baseline time / this time (speed-up) when a baseline exists."""
+
+    section: str
+    case: str
+    median: float
+    unit: str = "ms"
+    p90: float | None = None
+    baseline: str | None = None
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+# --- measuring -----------------------------------------------------------------------
+
+def interleaved(cases: dict[str, Callable[[int], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each case, rounds interleaved and the order rotated every round.
+
+    Each call gets the round index (negative during warm-up) so it can use fresh inputs.
+    """
+    names = list(cases)
+    for w in range(warmup):
+        for name in names:
+            cases[name](-1 - w)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(repeats):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            cases[name](i)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def p90(values: Sequence[float]) -> float:
+    return float(np.percentile(np.asarray(values), 90))
+
+
+def paired_ratio(base: Sequence[float], case: Sequence[float]) -> float:
+    """Median over rounds of base_i / case_i: robust to load that drifts between rounds."""
+    return float(statistics.median(b / c for b, c in zip(base, case)))
+
+
+def rows_from(section: str, times: dict[str, list[float]], baseline: str | None, targets: dict[str, tuple[str, Callable[[float, float | None], bool]]] | None = None,
+              with_p90: Sequence[str] = ()) -> list[Row]:
+    """Rows in ms for each case, with ratio against ``baseline`` and optional targets
+    (a target is checked on (median ms, ratio))."""
+    rows = []
+    targets = targets or {}
+    for name, values in times.items():
+        med = statistics.median(values) * 1e3
+        ratio = paired_ratio(times[baseline], values) if baseline and name != baseline else None
+        target, check = targets.get(name, ("", None))
+        rows.append(Row(section, name, med, "ms", p90(values) * 1e3 if name in with_p90 else None,
+                        baseline if ratio is not None else None, ratio, target,
+                        check(med, ratio) if check else None))
+    return rows
+
+
+def tagger_with(model, vocab, space=None, options=None) -> Tagger:
+    """A Tagger with the given optimisation options (plain Tagger on code without them)."""
+    if options is None or "optimize" not in inspect.signature(Tagger).parameters:
+        return Tagger(model, vocab, space)
+    return Tagger(model, vocab, space, optimize=options)
+
+
+def typed_tags(round_index: int, variant: int, n: int, nouns: Sequence[str]) -> list[str]:
+    """``n`` typed tags never used before in this process (fresh: not in any cache)."""
+    base = (round_index + 100) * 7919 + variant * 104729
+    return [f"{ADJECTIVES[(base + j) % len(ADJECTIVES)]} {nouns[(base * 31 + j * 17) % len(nouns)]} {base + j}"
+            for j in range(n)]
+
+
+# --- section 1: SDL TResNet-M vs the authors' style -----------------------------------
+
+def sdl_tresnet_m(k: int = 7) -> SDLModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="sdl", backbone="tresnet_m", k=k, word_space=AUTHORS_FASTTEXT,
+                      preprocess=OFFICIAL_PREPROCESS, name="bench_sdl_tresnet_m_random")
+    return SDLModel(cfg).eval()
+
+
+def random_vocab(n: int, d: int, unseen: int, seed: int = 0) -> Vocabulary:
+    rng = np.random.default_rng(seed)
+    flags = np.ones(n, bool)
+    flags[rng.choice(n, unseen, replace=False)] = False
+    return Vocabulary([f"tag{i:05d}" for i in range(n)], unit_rows(rng.normal(size=(n, d))), flags)
+
+
+def authors_style(model: SDLModel, wordvecs: np.ndarray, tags: list[str], path: Path, top_k: int = 10) -> list[str]:
+    """The authors' inference, as their script does it: PIL squash-resize, /255, no
+    no_grad, NCHW float32, the model run twice, the head output read as (D, K), numpy scoring."""
+    im = Image.open(path).convert("RGB")
+    im_resize = im.resize((224, 224))
+    np_img = np.array(im_resize, dtype=np.uint8)
+    tensor = torch.from_numpy(np_img).permute(2, 0, 1).float() / 255.0
+    batch = tensor.unsqueeze(0)
+
+    def raw(x: torch.Tensor) -> torch.Tensor:  # GAP -> bias-free Linear(C, K*D), autograd on
+        return model.head(model.backbone.forward_features(x).mean(dim=(2, 3)))
+
+    raw(batch)
+    output = raw(batch)
+    a = output.detach().numpy().reshape(model.d, model.k)  # column k = principal vector k
+    scores = (wordvecs @ a).max(axis=1)
+    return [tags[i] for i in np.argsort(-scores)[:top_k]]
+
+
+def section_sdl(repeats: int) -> list[Row]:
+    model = sdl_tresnet_m()
+    vocab = random_vocab(1006, 300, 81)
+    variants: dict[str, object] = {"Tagger, unoptimised (inference_mode, 1 forward, torch scoring)": "off"}
+    if InferenceOptions is not None:
+        variants["Tagger + BN folded"] = InferenceOptions(fold_bn=True, channels_last=False)
+        variants["Tagger + channels_last only"] = InferenceOptions(fold_bn=False, channels_last=True)
+        variants["Tagger (default: BN folded + channels_last)"] = InferenceOptions()
+    taggers = {}
+    for name, opt in variants.items():
+        off = InferenceOptions(fold_bn=False, channels_last=False) if InferenceOptions else None
+        taggers[name] = tagger_with(model, vocab, options=off if opt == "off" else opt)
+    default_name = list(variants)[-1]
+    expected = authors_style(model, vocab.vectors, vocab.tags, PHOTO)
+    for name, tagger in taggers.items():
+        got = [t.tag for t in tagger.tag(PHOTO, top_k=10)]
+        if got != expected:
+            raise SystemExit(f"section 1: {name} ranks {got} but the authors' style ranks {expected}")
+    base = "authors' style (eager, autograd, NCHW, 2 forwards, numpy)"
+    cases: dict[str, Callable[[int], object]] = {base: lambda i: authors_style(model, vocab.vectors, vocab.tags, PHOTO)}
+    for name, tagger in taggers.items():
+        cases[name] = lambda i, t=tagger: t.tag(PHOTO, top_k=10)
+    one = taggers[default_name]
+    cases["Tagger (default), torch threads = 1"] = lambda i: _with_threads(1, lambda: one.tag(PHOTO, top_k=10))
+    times = interleaved(cases, repeats)
+    targets = {default_name: (">= 3x", lambda m, r: r is not None and r >= 3.0)}
+    return rows_from("1 SDL TResNet-M 224 K=7 D=300, 1 image", times, base, targets)
+
+
+def _with_threads(n: int, fn: Callable[[], object]) -> object:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- section 2: the default model end to end -------------------------------------------
+
+def default_parts():
+    from sdl_core.registry import get_model
+    return get_model("default").builder()
+
+
+def section_default(repeats: int) -> list[Row]:
+    model, full_vocab, space = default_parts()
+    vocab = full_vocab.select(full_vocab.tags[:1000])
+    nouns = full_vocab.tags
+    fast = tagger_with(model, full_vocab, space, InferenceOptions() if InferenceOptions else None)
+    plain = tagger_with(model, full_vocab, space,
+                        InferenceOptions(fold_bn=False, channels_last=False) if InferenceOptions else None)
+    renderer = _demo_renderer()
+
+    def analyze(tagger: Tagger, i: int, variant: int):
+        return tagger.analyze(PHOTO, extra_tags=typed_tags(i, variant, 10, nouns), top_k=10, vocabulary=vocab)
+
+    base = "analyze (tags + maps), unoptimised model"
+    cases: dict[str, Callable[[int], object]] = {
+        base: lambda i: analyze(plain, i, 0),
+        "analyze (tags + maps)": lambda i: analyze(fast, i, 1),
+        "tag (no maps)": lambda i: fast.tag(PHOTO, extra_tags=typed_tags(i, 2, 10, nouns), top_k=10, vocabulary=vocab),
+    }
+    if renderer is not None:
+        cases["analyze + render K principal + K tag overlays (demo.render)"] = \
+            lambda i: renderer(analyze(fast, i, 3), fast.config.preprocess)
+    times = interleaved(cases, repeats, warmup=2)
+    within = (lambda m, r: m <= 40.0)
+    targets = {"analyze (tags + maps)": ("<= 40 ms", within), "tag (no maps)": ("<= 40 ms", within)}
+    return rows_from("2 default model, 1 image, 1,000 tags + 10 new typed", times, base, targets,
+                     with_p90=list(cases))
+
+
+def _demo_renderer() -> Callable | None:
+    """The demo's overlay rendering, when the demo's render module is there."""
+    try:
+        from demo.render import model_view, overlay, overlays_each
+    except Exception:  # noqa: BLE001 - the demo is optional for this benchmark
+        return None
+
+    def render(analysis, preprocess):
+        photo = model_view(analysis.image, preprocess)
+        overlays_each(photo, analysis.principal_maps)
+        first = next(iter(analysis.tag_maps.values()))
+        lo, hi = float(first.min()), float(first.max())
+        return [overlay(photo, np.clip((m - lo) / max(hi - lo, 1e-12), 0, 1)) for m in first]
+
+    return render
+
+
+# --- section 3: the CLI over a folder --------------------------------------------------
+
+def make_photos(folder: Path, n: int = 64, seed: int = 0) -> list[Path]:
+    """``n`` JPEG photos (640x480 crops of the shipped examples, flipped or not)."""
+    rng = np.random.default_rng(seed)
+    sources = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))]
+    paths = []
+    for i in range(n):
+        src = sources[i % len(sources)]
+        scale = 700 / min(src.size)
+        big = src.resize((round(src.width * scale), round(src.height * scale)), Image.Resampling.BILINEAR)
+        x, y = int(rng.integers(0, big.width - 640 + 1)), int(rng.integers(0, big.height - 480 + 1))
+        img = big.crop((x, y, x + 640, y + 480))
+        if i % 2:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = folder / f"photo_{i:03d}.jpg"
+        img.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def run_cli(argv: list[str]) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(argv)
+    if code != 0:
+        raise SystemExit(f"`python -m sdl_core {' '.join(argv[:3])} ...` exited with {code}")
+
+
+def section_cli(repeats: int, folder: Path, cold: bool) -> list[Row]:
+    paths = [str(p) for p in make_photos(folder)]
+    default_parts()  # the model is built once per process, as in one CLI run
+    one = "one by one (--batch-size 1)"
+    cases = {one: lambda i: run_cli(["tag", *paths, "--json", "--batch-size", "1"]),
+             "batched (default --batch-size 16)": lambda i: run_cli(["tag", *paths, "--json"])}
+    times = interleaved(cases, repeats)
+    rows = []
+    for name, values in times.items():
+        ratio = paired_ratio(times[one], values) if name != one else None
+        rows.append(Row("3 `sdl_core tag` over 64 photos (in-process, model built)", name,
+                        len(paths) / statistics.median(values), "img/s", None, one if ratio else None, ratio,
+                        ">= 1.5x" if ratio else "", (ratio >= 1.5) if ratio else None))
+    if cold:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sdl_core", "tag", *paths, "--json"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        rows.append(Row("3 `sdl_core tag` over 64 photos (in-process, model built)",
+                        "cold subprocess, whole command (imports + model + 64 photos), 1 run",
+                        (time.perf_counter() - start) * 1e3))
+    return rows
+
+
+# --- section 4: scoring and embedding --------------------------------------------------
+
+def section_scoring(repeats: int) -> list[Row]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for k, d in ((3, 256), (7, 300)):
+        tags = torch.from_numpy(unit_rows(rng.normal(size=(100_000, d))))
+        tags_np = tags.numpy()
+        vectors = torch.from_numpy(rng.normal(size=(1, k, d)).astype(np.float32))
+        a_np = vectors[0].numpy().T.copy()  # (D, K), the authors' layout
+
+        def ours(i: int) -> None:
+            with torch.inference_mode():
+                scores, _ = score_tags(vectors, tags, "max")
+                top_k_indices(scores, 10)
+
+        def numpy_style(i: int) -> None:
+            np.argsort(-(tags_np @ a_np).max(axis=1))[:10]
+
+        base = f"numpy (N,D)@(D,K), max, argsort; K={k}, D={d}"
+        times = interleaved({base: numpy_style, f"score_tags + top-10; K={k}, D={d}": ours}, repeats * 4, warmup=2)
+        rows += rows_from("4 scoring 100k tags", times, base,
+                          {f"score_tags + top-10; K={k}, D={d}": ("< 5 ms", lambda m, r: m < 5.0)}, with_p90=list(times))
+    space = load_word_space("wordllama")
+    _, vocab, _ = default_parts()
+    nouns = vocab.tags
+    same = typed_tags(-50, 9, 1000, nouns)
+    space.embed(same)
+    fresh_name = "embed 1,000 new typed tags (WordLlama)"
+    times = interleaved({fresh_name: lambda i: space.embed(typed_tags(i, 8, 1000, nouns)),
+                         "the same 1,000 again (cached)": lambda i: space.embed(same)}, repeats * 2, warmup=1)
+    rows += rows_from("4 typed tags", times, fresh_name,
+                      {fresh_name: ("< 20 ms", lambda m, r: m < 20.0),
+                       "the same 1,000 again (cached)": ("~ 0", None)}, with_p90=list(times))
+    return rows
+
+
+# --- section 5: the demo ---------------------------------------------------------------
+
+def section_demo(requests: int = 20, rss_requests: int = 50) -> list[Row]:
+    """Delegate to benchmarks/bench_demo.py when it exists; else measure here."""
+    other = Path(__file__).with_name("bench_demo.py")
+    if other.is_file():
+        return _rows_from_other(other, "5 demo")
+    return _measure_demo(requests, rss_requests)
+
+
+def _rows_from_other(script: Path, section: str) -> list[Row]:
+    """Run another benchmark script with --json and turn its rows into ours."""
+    out = subprocess.run([sys.executable, str(script), "--json"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        return [Row(section, f"{script.name} failed: {out.stderr.strip().splitlines()[-1:] or out.returncode}", float("nan"))]
+    data = json.loads(out.stdout)
+    items = data.get("rows", data) if isinstance(data, dict) else data
+    rows = []
+    for item in items if isinstance(items, list) else []:
+        known = {k: item[k] for k in Row.__dataclass_fields__ if k in item}
+        known.setdefault("section", section)
+        known.setdefault("case", str(item.get("name", "?")))
+        known.setdefault("median", float(item.get("value", float("nan"))))
+        rows.append(Row(**known))
+    return rows
+
+
+def _measure_demo(requests: int, rss_requests: int) -> list[Row]:
+    import psutil
+    import urllib.request
+    from gradio_client import Client, handle_file
+
+    section = "5 demo (python -m demo, gradio_client)"
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port), "--log-level", "WARNING"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"demo exited: {proc.stderr.read().decode()[-500:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+            if time.perf_counter() - start > 120:
+                raise SystemExit("demo did not serve its page within 120 s")
+        cold = (time.perf_counter() - start) * 1e3
+        client = Client(url, verbose=False)
+        photo = handle_file(str(PHOTO))
+
+        def request(i: int) -> None:
+            client.predict(photo, f"espresso, rocket launch, red {i}", False, 10, None, api_name="/tag")
+
+        request(-1)
+        times = [_timed(request, i) for i in range(requests)]
+        for i in range(requests, rss_requests):
+            request(i)
+        proc_info = psutil.Process(proc.pid)
+        rss = sum(p.memory_info().rss for p in [proc_info, *proc_info.children(recursive=True)]) / 2**20
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    med = statistics.median(times) * 1e3
+    return [Row(section, "cold start to first page", cold, "ms", None, None, None, "<= 10 s", cold <= 10_000),
+            Row(section, f"request -> response (median of {requests})", med, "ms", p90(times) * 1e3, None, None,
+                "<= 1 s", med <= 1000),
+            Row(section, f"RSS after {rss_requests} requests", rss, "MiB", None, None, None, "<= 1.5 GB",
+                rss <= 1536)]
+
+
+def _timed(fn: Callable[[int], object], i: int) -> float:
+    start = time.perf_counter()
+    fn(i)
+    return time.perf_counter() - start
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- output ----------------------------------------------------------------------------
+
+def machine() -> dict:
+    return {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = ["| section | case | median | p90 | vs baseline | target |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        num = (lambda v: "" if v is None else f"{v:,.1f} {r.unit}" if v >= 10 else f"{v:.3g} {r.unit}")
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ("baseline" if any(x.baseline == r.case for x in rows) else "")
+        mark = "" if r.met is None else (" ✓" if r.met else " ✗")
+        lines.append(f"| {r.section} | {r.case} | {num(r.median)} | {num(r.p90)} | {ratio} | {r.target}{mark} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--sections", default="1,2,3,4", help="comma-separated sections to run (default 1,2,3,4; "
+                                                               "5 = the demo, also turned on by --demo)")
+    parser.add_argument("--demo", action="store_true", help="also run section 5 (starts the demo server)")
+    parser.add_argument("--repeats", type=int, help="rounds per section (default 7, --quick 3)")
+    parser.add_argument("--cold-cli", action="store_true", help="section 3: also time one cold CLI subprocess")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 7)
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()} | ({"5"} if args.demo else set())
+    rows: list[Row] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sdl-bench-") as tmp:
+        steps = [("1", lambda: section_sdl(repeats)), ("2", lambda: section_default(repeats * 3)),
+                 ("3", lambda: section_cli(max(2, repeats // 2), Path(tmp), args.cold_cli)),
+                 ("4", lambda: section_scoring(repeats)), ("5", lambda: section_demo())]
+        for key, step in steps:
+            if key in sections:
+                t0 = time.perf_counter()
+                rows += step()
+                print(f"section {key} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    info = {**machine(), "repeats": repeats, "wall_s": round(time.perf_counter() - started, 1)}
+    if args.json:
+        json.dump({"machine": info, "rows": [asdict(r) for r in rows]}, sys.stdout, indent=2)
+        print()
+    else:
+        print(" ".join(f"{k}={v}" for k, v in info.items()))
+        print("Medians after warm-up; each case interleaved with its baseline; ratio = median of per-round "
+              "baseline/case (speed-up).")
+        print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

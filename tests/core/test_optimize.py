@@ -1,0 +1,192 @@
+"""Inference optimisations: the optimised path gives the unoptimised path's tags, scores
+and maps; the model itself (and its checkpoints) never changes; threads respect quotas."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sdl_core import cli
+from sdl_core.checkpoint import load_checkpoint, save_checkpoint
+from sdl_core.optimize import (InferenceOptions, InferenceRunner, available_cores, configure_threads,
+                               fold_batchnorm, inference_copy)
+from sdl_core.scoring import score_tags
+from sdl_core.tagger import Tagger
+from tests.conftest import make_photo, make_sdl_model, make_vocab
+
+OFF = InferenceOptions(fold_bn=False, channels_last=False)
+
+
+def bn_model(seed: int = 0):
+    """The toy SDL model with non-trivial BatchNorm statistics (init stats fold to identity)."""
+    model = make_sdl_model(seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+    return model.eval()
+
+
+def count_bn(module):
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def test_every_batchnorm_of_the_backbone_is_folded():
+    model = bn_model()
+    before = count_bn(model)
+    fast = inference_copy(model)
+    assert before > 0 and count_bn(fast) == 0
+    assert count_bn(model) == before  # the original is untouched
+    assert fast.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tags_scores_and_maps_equal_the_unoptimised_path():
+    model, vocab = bn_model(), make_vocab()
+    fast, plain = Tagger(model, vocab), Tagger(model, vocab, optimize=False)
+    for seed in range(3):
+        photo = make_photo(seed=seed)
+        a, b = fast.tag(photo, top_k=0), plain.tag(photo, top_k=0)
+        assert [t.tag for t in a] == [t.tag for t in b]
+        assert [t.principal for t in a] == [t.principal for t in b]
+        np.testing.assert_allclose([t.score for t in a], [t.score for t in b], atol=1e-4, rtol=0)
+    fa, pa = fast.analyze(make_photo(), top_k=0), plain.analyze(make_photo(), top_k=0)
+    scale = float(np.abs(pa.principal_maps).max())
+    np.testing.assert_allclose(fa.principal_maps, pa.principal_maps, atol=1e-4 * max(1.0, scale), rtol=0)
+    assert fa.tag_maps.keys() == pa.tag_maps.keys()
+    for tag, maps in pa.tag_maps.items():
+        np.testing.assert_allclose(fa.tag_maps[tag], maps, atol=1e-4 * max(1.0, float(np.abs(maps).max())), rtol=0)
+    # the maps stay exact: each tag map's spatial mean is that vector's score
+    best = {t.tag: t for t in fa.tags}
+    for tag, maps in fa.tag_maps.items():
+        assert maps.mean(axis=(1, 2)).max() == pytest.approx(best[tag].score, abs=1e-4)
+
+
+def test_batched_equals_one_by_one():
+    tagger = Tagger(bn_model(), make_vocab())
+    photos = [make_photo(seed=s) for s in range(4)]
+    batched = tagger.tag(photos, top_k=0, batch_size=4)
+    for photo, got in zip(photos, batched):
+        alone = tagger.tag(photo, top_k=0)
+        assert [t.tag for t in got] == [t.tag for t in alone]
+        np.testing.assert_allclose([t.score for t in got], [t.score for t in alone], atol=1e-4)
+
+
+def test_checkpoint_of_the_model_keeps_its_format(tmp_path):
+    model, vocab = bn_model(), make_vocab()
+    keys = set(model.state_dict())
+    tagger = Tagger(model, vocab)
+    tagger.tag(make_photo())
+    assert tagger.model is model and set(model.state_dict()) == keys
+    path = save_checkpoint(tagger.model, vocab, tmp_path / "m.safetensors")
+    loaded, _ = load_checkpoint(path)
+    assert set(loaded.state_dict()) == keys
+    a = Tagger(loaded, vocab, optimize=False).tag(make_photo(), top_k=0)
+    b = tagger.tag(make_photo(), top_k=0)
+    np.testing.assert_allclose([t.score for t in a], [t.score for t in b], atol=1e-4)
+
+
+def test_changed_weights_are_never_run_stale():
+    model, vocab = bn_model(), make_vocab()
+    tagger = Tagger(model, vocab)
+    before = tagger.tag(make_photo(), top_k=0)
+    with torch.no_grad():
+        model.head.weight.mul_(2.0)  # doubles every score (max over k commutes with a positive scale)
+    after = {t.tag: t.score for t in tagger.tag(make_photo(), top_k=0)}
+    for t in before:
+        assert after[t.tag] == pytest.approx(2.0 * t.score, abs=1e-4)
+
+
+class SharedConv(nn.Module):
+    """A conv whose output feeds a BatchNorm *and* a skip path: folding it would be wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.bn2 = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y + self.bn2(self.conv2(y))
+
+
+def test_only_exact_pairs_are_folded():
+    model = SharedConv().eval()
+    with torch.no_grad():
+        for bn in (model.bn, model.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    x = torch.rand(2, 3, 8, 8)
+    with torch.inference_mode():
+        expected = model(x)
+    fast = inference_copy(model, InferenceOptions(channels_last=False))
+    assert isinstance(fast.bn, nn.BatchNorm2d) and not isinstance(fast.bn2, nn.BatchNorm2d)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), expected, atol=1e-5, rtol=1e-5)
+    assert fold_batchnorm(SharedConv().train()) == 0  # training-mode norms use batch statistics
+
+
+def test_uncopyable_model_runs_unoptimised():
+    class NoCopy(nn.Module):
+        def __deepcopy__(self, memo):
+            raise TypeError("no copies")
+
+    model = NoCopy()
+    assert inference_copy(model) is model
+    runner = InferenceRunner(model)
+    assert runner.get() is model and not runner.channels_last
+
+
+def test_score_tags_matches_the_definition():
+    gen = torch.Generator().manual_seed(0)
+    vectors, tags = torch.randn(3, 4, 8, generator=gen), torch.randn(11, 8, generator=gen)
+    per_k = torch.einsum("bkd,nd->bkn", vectors, tags)
+    scores, winners = score_tags(vectors, tags, "max")
+    torch.testing.assert_close(scores, per_k.max(dim=1).values)
+    assert torch.equal(winners, per_k.max(dim=1).indices)
+    torch.testing.assert_close(score_tags(vectors, tags, "mean")[0], per_k.mean(dim=1))
+    assert score_tags(vectors, tags[:0])[0].shape == (3, 0)
+    with pytest.raises(ValueError):
+        score_tags(vectors, tags, "median")
+
+
+@pytest.mark.parametrize("content, expected", [("150000 100000", 2), ("50000 100000", 1), ("max 100000", None)])
+def test_available_cores_respects_a_cgroup_quota(tmp_path, content, expected):
+    (tmp_path / "cpu.max").write_text(content + "\n")
+    affinity = len(__import__("os").sched_getaffinity(0))
+    assert available_cores(str(tmp_path)) == (min(expected, affinity) if expected else affinity)
+
+
+def test_configure_threads_and_the_cli_flag(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_threads() <= available_cores()
+        with pytest.raises(ValueError):
+            configure_threads(0)
+        ckpt = save_checkpoint(bn_model(), make_vocab(), tmp_path / "toy.safetensors")
+        make_photo().save(tmp_path / "a.jpg")
+        assert cli.main(["tag", str(tmp_path / "a.jpg"), "--model", str(ckpt), "--threads", "1", "--json"]) == 0
+        assert torch.get_num_threads() == 1 and '"tags"' in capsys.readouterr().out
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["tag", str(tmp_path / "a.jpg"), "--threads", "0"])
+        assert exc.value.code == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_model_optimised_equals_unoptimised():
+    from sdl_core.registry import get_model
+    model, vocab, space = get_model("default").builder()
+    fast, plain = Tagger(model, vocab, space), Tagger(model, vocab, space, optimize=False)
+    assert count_bn(fast._runner.get()) == 0 and count_bn(model) > 0
+    photo = make_photo(224, 160, seed=3)
+    a = fast.analyze(photo, extra_tags=["espresso", "red bicycle"], top_k=20)
+    b = plain.analyze(photo, extra_tags=["espresso", "red bicycle"], top_k=20)
+    assert [t.tag for t in a.tags] == [t.tag for t in b.tags]
+    np.testing.assert_allclose([t.score for t in a.tags], [t.score for t in b.tags], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(a.principal_maps, b.principal_maps, atol=1e-4, rtol=0)
