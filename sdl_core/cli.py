@@ -50,6 +50,8 @@ def _read_vocab(tagger, path: str | None):
 
 def cmd_tag(args: argparse.Namespace) -> int:
     extra = parse_tags(args.tags)
+    from .optimize import configure_threads
+    configure_threads(args.threads)
     tagger = load_tagger(args)
     vocab = _read_vocab(tagger, args.vocab)
     results, errors = [], []
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="print one JSON object")
     fmt.add_argument("--csv", action="store_true", help="print CSV rows")
     tag.add_argument("--batch-size", type=_positive, default=16, help="images per forward pass (default 16)")
+    tag.add_argument("--threads", type=_positive, default=None,
+                     help="CPU threads for the model (default: the cores this process may use; "
+                          "on a busy shared machine 1 can be much faster)")
     tag.set_defaults(func=cmd_tag)
 
     imp = sub.add_parser("import-official", help="convert the authors' NUS_mtresnet_224.pth to our format")

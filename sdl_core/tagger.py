@@ -19,6 +19,7 @@ from .checkpoint import import_official, load_checkpoint
 from .errors import ModelNotFoundError, SDLError, TagInputError, WordSpaceError
 from .images import ImageSource, load_image, to_tensor
 from .model import Encoded, PrincipalVectorModel
+from .optimize import InferenceOptions, InferenceRunner
 from .registry import DEFAULT_MODEL, get_model, resolve_name
 from .scoring import score_tags, top_k_indices
 from .tags import clean_tags
@@ -100,10 +101,16 @@ class _Request:
 
 
 class Tagger:
-    """A loaded principal-vector model with its vocabulary and word space."""
+    """A loaded principal-vector model with its vocabulary and word space.
+
+    ``self.model`` stays as given (save it, fingerprint it); inference runs on an
+    optimised copy (BatchNorm folded, channels_last; see :mod:`sdl_core.optimize`)
+    whose outputs equal the model's up to float rounding. ``optimize=False`` runs
+    the model itself.
+    """
 
     def __init__(self, model: PrincipalVectorModel, vocabulary: Vocabulary, word_space: WordSpace | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", optimize: bool | InferenceOptions = True) -> None:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.config = model.config
@@ -117,6 +124,10 @@ class Tagger:
         self.word_space = word_space
         self._seen = set(vocabulary.seen_tags)
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
+        options = optimize if isinstance(optimize, InferenceOptions) else \
+            InferenceOptions() if optimize else InferenceOptions(fold_bn=False, channels_last=False)
+        self._runner = InferenceRunner(self.model, options)
+        self._runner.get()  # pay for the copy at load time, not on the first request
 
     @property
     def name(self) -> str:
@@ -185,8 +196,9 @@ class Tagger:
     @torch.inference_mode()
     def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:
         """Principal vectors for RGB images (already loaded with :func:`load_image`)."""
-        pixels = to_tensor(list(images), self.config.preprocess).to(self.device)
-        return self.model.encode(pixels, with_maps=with_maps)
+        model = self._runner.get()
+        pixels = self._runner.prepare(to_tensor(list(images), self.config.preprocess).to(self.device))
+        return model.encode(pixels, with_maps=with_maps)
 
     def _rank(self, scores: torch.Tensor, winners: torch.Tensor, req: _Request, top_k: int,
               image: str | None) -> ImageTags:
@@ -246,12 +258,13 @@ class Tagger:
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
         result = self._rank(scores[0], winners[0], req, top_k, _source_name(image))
         shown = [req.vocab.index(t.tag) for t in result.tags]
-        per_tag = self.model.tag_maps(encoded, req.tag_tensor[shown])[0]  # (K, T, h, w)
+        model = self._runner.get()
+        per_tag = model.tag_maps(encoded, req.tag_tensor[shown])[0]  # (K, T, h, w)
         tag_maps = {t.tag: per_tag[:, j].float().cpu().numpy() for j, t in enumerate(result.tags)}
         principal_tags: list[list[str]] = [[] for _ in range(self.config.k)]
         for t in result.tags:
             principal_tags[t.principal].append(t.display)
-        principal = self.model.principal_maps(encoded)[0].float().cpu().numpy()
+        principal = model.principal_maps(encoded)[0].float().cpu().numpy()
         return Analysis(result, img, principal, tag_maps, principal_tags)
 
 
