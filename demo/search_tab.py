@@ -124,7 +124,7 @@ class SearchState:
             raise gr.Error("Choose a folder or upload some photos first.", print_exception=False)
         result = search(index, tags, tagger.word_space, top_n=top_n, mode=mode)  # the index's own model
         names = [Path(hit.path).name if files else hit.path for hit in result.hits]  # uploads: no temp folders
-        matches = [(_thumbnail(hit.full_path), f"{hit.score:.3f} · {name}") for hit, name in zip(result.hits, names)]
+        matches = [(_thumbnail(hit.full_path), f"{hit.score:.4f} · {name}") for hit, name in zip(result.hits, names)]
         maps = [heat_map(tagger, hit.full_path, hit.tag, name) for hit, name in zip(result.hits[:MAX_MAPS], names)]
         return matches, maps, notes_markdown(result, failed)
 
