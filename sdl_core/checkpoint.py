@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, PreprocessConfig
-from .errors import CheckpointError, SDLError
+from .errors import CheckpointError, SDLError, VocabularyError
 from .model import PrincipalVectorModel, SDLModel
 from .vocab import Vocabulary
 from .wordvec import AUTHORS_FASTTEXT
@@ -72,6 +72,8 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         vocab = Vocabulary(tags, tensors.pop("vocab.vectors").numpy(), tensors.pop("vocab.seen").numpy().astype(bool))
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path.name}: checkpoint metadata is incomplete or invalid ({exc})") from None
+    except VocabularyError as exc:
+        raise CheckpointError(f"{path.name}: its vocabulary is invalid: {exc}") from None
     if vocab.dim != config.d:
         raise CheckpointError(f"{path.name}: vocabulary is {vocab.dim}-d but the config says D={config.d}")
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -113,7 +115,10 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], wh
 
 def load_checkpoint(path: str | Path) -> tuple[PrincipalVectorModel, Vocabulary]:
     config, state, vocab = read_checkpoint(path)
-    return build_model(config, state), vocab
+    try:
+        return build_model(config, state), vocab
+    except CheckpointError as exc:
+        raise CheckpointError(f"{Path(path).name}: {exc}") from None
 
 
 # --- the authors' released model -------------------------------------------------
@@ -121,6 +126,15 @@ def load_checkpoint(path: str | Path) -> tuple[PrincipalVectorModel, Vocabulary]
 #: The authors' NUS-WIDE model: TResNet-M, squash-resize to 224 with Pillow's default
 #: (bicubic) filter, pixels / 255 and no mean/std.
 OFFICIAL_PREPROCESS = PreprocessConfig(size=224, resize="squash", interpolation="bicubic")
+
+
+def _one_line(exc: Exception) -> str:
+    """The informative line of torch's long multi-line load errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "Unsupported global" in line or "WeightsUnpickler error" in line:
+            return line.split(" Please use")[0][:300]  # not torch's advice to allow-list the code
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def official_key_to_timm(key: str) -> str:
@@ -180,14 +194,20 @@ def import_official(checkpoint: str | Path, data_dir: str | Path, out: str | Pat
         raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         raise CheckpointError(f"{checkpoint.name}: refused or unreadable with weights_only=True "
-                              f"(not a plain PyTorch checkpoint, or it tries to run code): {exc}") from None
+                              f"(not a plain PyTorch checkpoint, or it tries to run code): {_one_line(exc)}") from None
     state = raw.get("model") if isinstance(raw, dict) else None
     if not isinstance(state, dict) or "embedding.weight" not in state:
         raise CheckpointError(f"{checkpoint.name}: expected the authors' dict with 'model' holding "
                               "'embedding.weight' (the SDL head)")
+    not_tensors = [str(key) for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{checkpoint.name}: model.{not_tensors[0]} is not a tensor "
+                              f"({len(not_tensors)} such entries): not the authors' checkpoint")
     vocab = Vocabulary.from_authors_folder(data_dir)
     num_classes = raw.get("num_classes")
-    if num_classes is not None and int(num_classes) != len(vocab):
+    if num_classes is not None and not isinstance(num_classes, int):
+        raise CheckpointError(f"{checkpoint.name}: num_classes is {str(num_classes)[:50]!r}, not a number")
+    if num_classes is not None and num_classes != len(vocab):
         raise CheckpointError(f"{checkpoint.name} was trained on {num_classes} classes, "
                               f"but {data_dir} has {len(vocab)}")
     d = vocab.dim

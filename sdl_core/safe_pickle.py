@@ -6,6 +6,7 @@ handful of globals that numpy needs to rebuild an array and refuse everything el
 """
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 from pathlib import Path
@@ -18,6 +19,8 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # arrays under pickle protocol 5
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),  # how numpy pickles raw bytes under protocol 2
@@ -29,6 +32,9 @@ _ALLOWED_GLOBALS = {
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names (protocols 0-2, e.g. "__builtin__.set") are checked as Python 3 names.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays, "
@@ -46,5 +52,5 @@ def safe_load_pickle(path: str | Path) -> Any:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as exc:
         raise VocabularyError(f"{path.name}: unsafe or invalid pickle: {exc}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise VocabularyError(f"{path.name}: corrupt pickle ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - damaged pickles raise many types (Overflow, Memory, Lookup...)
+        raise VocabularyError(f"{path.name}: corrupt pickle ({type(exc).__name__}: {exc})") from None
