@@ -13,15 +13,13 @@ ratios baseline / case (a speed-up: > 1 is faster). Sections (issue 6):
 3. ``python -m sdl_core tag`` over 64 photos, batched vs one by one (images/s);
 4. scoring 100k tags against K principal vectors; embedding 1,000 new typed tags
    (and the same again, cached);
-5. the demo (``benchmarks/bench_demo.py`` when it exists, else measured here with
-   ``--demo``): cold start to first page, request -> response through gradio_client,
-   RSS after 50 requests.
+5. the demo (``--demo`` runs ``benchmarks/bench_demo.py``): cold start to first page,
+   request -> response, RSS after 50 requests; ``--search`` runs ``benchmarks/bench_search.py``.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import inspect
 import io
 import json
@@ -351,95 +349,18 @@ def section_scoring(repeats: int) -> list[Row]:
     return rows
 
 
-# --- section 5: the demo ---------------------------------------------------------------
+# --- section 5 and search: the other helpers' benchmarks -------------------------------
 
-def section_demo(requests: int = 20, rss_requests: int = 50) -> list[Row]:
-    """Delegate to benchmarks/bench_demo.py when it exists; else measure here."""
-    other = Path(__file__).with_name("bench_demo.py")
-    if other.is_file():
-        return _rows_from_other(other, "5 demo")
-    return _measure_demo(requests, rss_requests)
-
-
-def _rows_from_other(script: Path, section: str) -> list[Row]:
-    """Run another benchmark script with --json and turn its rows into ours."""
-    out = subprocess.run([sys.executable, str(script), "--json"], cwd=ROOT, capture_output=True, text=True)
+def run_other(script: str, args: Sequence[str] = ()) -> str:
+    """Run ``benchmarks/<script>`` (owned by the demo / search work) and return what it prints."""
+    path = Path(__file__).with_name(script)
+    if not path.is_file():
+        return f"{script} is not there: nothing measured"
+    out = subprocess.run([sys.executable, str(path), *args], cwd=ROOT, capture_output=True, text=True)
+    text = out.stdout.strip()
     if out.returncode != 0:
-        return [Row(section, f"{script.name} failed: {out.stderr.strip().splitlines()[-1:] or out.returncode}", float("nan"))]
-    data = json.loads(out.stdout)
-    items = data.get("rows", data) if isinstance(data, dict) else data
-    rows = []
-    for item in items if isinstance(items, list) else []:
-        known = {k: item[k] for k in Row.__dataclass_fields__ if k in item}
-        known.setdefault("section", section)
-        known.setdefault("case", str(item.get("name", "?")))
-        known.setdefault("median", float(item.get("value", float("nan"))))
-        rows.append(Row(**known))
-    return rows
-
-
-def _measure_demo(requests: int, rss_requests: int) -> list[Row]:
-    import psutil
-    import urllib.request
-    from gradio_client import Client, handle_file
-
-    section = "5 demo (python -m demo, gradio_client)"
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port), "--log-level", "WARNING"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"demo exited: {proc.stderr.read().decode()[-500:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-            if time.perf_counter() - start > 120:
-                raise SystemExit("demo did not serve its page within 120 s")
-        cold = (time.perf_counter() - start) * 1e3
-        client = Client(url, verbose=False)
-        photo = handle_file(str(PHOTO))
-
-        def request(i: int) -> None:
-            client.predict(photo, f"espresso, rocket launch, red {i}", False, 10, None, api_name="/tag")
-
-        request(-1)
-        times = [_timed(request, i) for i in range(requests)]
-        for i in range(requests, rss_requests):
-            request(i)
-        proc_info = psutil.Process(proc.pid)
-        rss = sum(p.memory_info().rss for p in [proc_info, *proc_info.children(recursive=True)]) / 2**20
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    med = statistics.median(times) * 1e3
-    return [Row(section, "cold start to first page", cold, "ms", None, None, None, "<= 10 s", cold <= 10_000),
-            Row(section, f"request -> response (median of {requests})", med, "ms", p90(times) * 1e3, None, None,
-                "<= 1 s", med <= 1000),
-            Row(section, f"RSS after {rss_requests} requests", rss, "MiB", None, None, None, "<= 1.5 GB",
-                rss <= 1536)]
-
-
-def _timed(fn: Callable[[int], object], i: int) -> float:
-    start = time.perf_counter()
-    fn(i)
-    return time.perf_counter() - start
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        text += f"\n{script} exited with {out.returncode}: {out.stderr.strip()[-400:]}"
+    return text
 
 
 # --- output ----------------------------------------------------------------------------
@@ -467,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--sections", default="1,2,3,4", help="comma-separated sections to run (default 1,2,3,4; "
                                                                "5 = the demo, also turned on by --demo)")
-    parser.add_argument("--demo", action="store_true", help="also run section 5 (starts the demo server)")
+    parser.add_argument("--demo", action="store_true", help="also run section 5: benchmarks/bench_demo.py "
+                                                                 "(starts the demo server and Chromium)")
+    parser.add_argument("--search", action="store_true", help="also run benchmarks/bench_search.py")
     parser.add_argument("--repeats", type=int, help="rounds per section (default 7, --quick 3)")
     parser.add_argument("--cold-cli", action="store_true", help="section 3: also time one cold CLI subprocess")
     args = parser.parse_args(argv)
@@ -478,21 +401,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sdl-bench-") as tmp:
         steps = [("1", lambda: section_sdl(repeats)), ("2", lambda: section_default(repeats * 3)),
                  ("3", lambda: section_cli(max(2, repeats // 2), Path(tmp), args.cold_cli)),
-                 ("4", lambda: section_scoring(repeats)), ("5", lambda: section_demo())]
+                 ("4", lambda: section_scoring(repeats))]
         for key, step in steps:
             if key in sections:
                 t0 = time.perf_counter()
                 rows += step()
                 print(f"section {key} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    others = {}
+    if "5" in sections:
+        others["5 demo (benchmarks/bench_demo.py --requests 20)"] = run_other("bench_demo.py", ["--requests", "20"])
+    if args.search:
+        others["search (benchmarks/bench_search.py)"] = run_other("bench_search.py")
     info = {**machine(), "repeats": repeats, "wall_s": round(time.perf_counter() - started, 1)}
     if args.json:
-        json.dump({"machine": info, "rows": [asdict(r) for r in rows]}, sys.stdout, indent=2)
+        json.dump({"machine": info, "rows": [asdict(r) for r in rows], "other": others}, sys.stdout, indent=2)
         print()
     else:
         print(" ".join(f"{k}={v}" for k, v in info.items()))
         print("Medians after warm-up; each case interleaved with its baseline; ratio = median of per-round "
               "baseline/case (speed-up).")
         print(format_table(rows))
+        for name, text in others.items():
+            print(f"\n{name}:\n{text}")
     return 0
 
 
