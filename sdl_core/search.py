@@ -544,6 +544,8 @@ def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str)
 
 def combine(scores: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, T) per-tag scores -> (N) photo scores and the deciding tag: all = min, any = max."""
+    if scores.shape[1] == 1 and mode in MODES:
+        return scores[:, 0], torch.zeros(scores.shape[0], dtype=torch.long)
     if mode == "all":
         return scores.min(dim=1)
     if mode == "any":
@@ -575,7 +577,10 @@ def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
     """Rows of the n best scores; ties at the cut go to the lower rows (paths are sorted,
     so the result never depends on topk's tie order)."""
     n = min(max(1, n), scores.shape[0])
-    cut = torch.topk(scores, n).values[-1]
+    values, rows = torch.topk(scores, n)
+    cut = values[-1]
+    if int((scores == cut).sum()) == int((values == cut).sum()):
+        return rows  # no tie straddles the cut (the usual case): topk's rows are the answer
     above = torch.nonzero(scores > cut).flatten()
     tied = torch.nonzero(scores == cut).flatten()[: n - above.numel()]
     return torch.cat([above, tied])
