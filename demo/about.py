@@ -14,15 +14,20 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _METRIC = re.compile(r"\b(mAP|F1|precision|recall|accuracy|P@\d|R@\d)", re.IGNORECASE)
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|])")
 
-UNSEEN_TEXT = ("**What \"unseen\" means.** Every tag is a word vector; the model scores a tag by how well one "
-               "of its principal vectors points at that word vector. *Seen* tags were in its training labels; "
-               "*unseen* tags (shown as `*tag*`) never were, and are scored zero-shot from their word vectors "
-               "alone, just like any tag you type.")
+UNSEEN_TEXT = ("**What \"unseen\" means.** Every tag is a word vector, and the model scores a tag by comparing "
+               "its principal vectors with that word vector. *Seen* tags were among the labels the model was "
+               "trained on; *unseen* tags (shown as `*tag*`) never were: they are scored zero-shot, from their "
+               "word vectors alone, just like any tag you type.")
 
 
 def md_escape(text: str) -> str:
     """Escape Markdown/HTML specials in text that comes from a checkpoint file."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def md_code(text: str) -> str:
+    """Checkpoint text as an inline code span (backticks removed: nothing to escape inside)."""
+    return "`" + str(text).replace("`", "'") + "`"
 
 
 def readme_section(text: str, title_pattern: str = r"default model") -> list[str]:
@@ -72,8 +77,8 @@ def about_markdown(tagger: Tagger, label: str, quality: str) -> str:
         md_escape(cfg.description) if cfg.description else "",
         "",
         f"- **Chosen as:** {md_escape(label)}",
-        f"- **Architecture:** {md_escape(cfg.kind)} model on `{md_escape(cfg.backbone)}`, "
-        f"K = {cfg.k} principal vectors in the word space `{md_escape(cfg.word_space.name)}` "
+        f"- **Architecture:** {md_escape(cfg.kind)} model on {md_code(cfg.backbone)}, "
+        f"K = {cfg.k} principal vectors in the word space {md_code(cfg.word_space.name)} "
         f"(D = {cfg.d}); a tag's score is the {cfg.reduction} over the K vectors of "
         "⟨principal vector, tag vector⟩.",
         f"- **Vocabulary:** {seen:,} seen tags, {unseen:,} unseen tags ({len(vocab):,} in all); typed tags are "

@@ -57,7 +57,7 @@ def test_about_counts_vocabulary_and_escapes_checkpoint_text():
     text = about_markdown(tagger, "toy.safetensors", "quality here")
     assert "6 seen tags, 2 unseen tags (8 in all)" in text
     assert "<script>" not in text and r"\<script\>" in text and r"\*bold\*" in text
-    assert "K = 3 principal vectors" in text and "quality here" in text and "unseen" in text
+    assert "`test_resnet`" in text and "K = 3 principal vectors" in text and "quality here" in text and "unseen" in text
 
 
 def test_model_menu_offers_startup_model_folder_checkpoints_and_the_default(toy_checkpoint, models_dir):

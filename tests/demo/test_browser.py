@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from demo.app import EXAMPLES_DIR
+from demo.app import EXAMPLE_TAGS, EXAMPLES_DIR
 from tests.conftest import IN_CI, ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -87,6 +87,14 @@ def test_upload_type_tags_and_see_tags_and_heat_maps(browser, default_server):
     assert maps.count() == k
     save_small_png(page.screenshot(full_page=True), SCREENSHOT)
 
+    # choosing another tag shows that tag's K maps (from the kept result, no new forward pass)
+    second = page.evaluate("() => document.querySelectorAll('#sdl-table td.tag')[1].firstChild.textContent")
+    page.locator("#sdl-tag-choice input").click()
+    page.get_by_role("option", name=second, exact=True).click()
+    page.wait_for_function("t => document.querySelector('#sdl-tag-maps').innerText.includes('k=0 · ' + t)",
+                           arg=second)
+    assert page.locator("#sdl-tag-maps img").count() == k
+
     # user text is shown as text, never as HTML
     page.locator("#sdl-only input").check()
     page.locator("#sdl-tags-input textarea").fill("<i>xss</i>, espresso")
@@ -94,6 +102,15 @@ def test_upload_type_tags_and_see_tags_and_heat_maps(browser, default_server):
     page.wait_for_function("() => document.querySelector('#sdl-table').innerText.includes('<i>xss</i>')")
     assert page.locator("#sdl-table td.tag i").count() == 0
     assert page.locator("#sdl-table tr").count() == 3  # header + the two typed tags
+
+    # clicking an example photo fills the inputs and tags it
+    before = table.inner_text()
+    page.locator("#sdl-only input").uncheck()
+    page.get_by_text(EXAMPLE_TAGS["chelsea"], exact=True).click()
+    page.wait_for_function("t => { const x = document.querySelector('#sdl-table table'); "
+                           "return x && x.innerText !== t && x.querySelectorAll('tbody tr').length === 10; }",
+                           arg=before)
+    assert page.locator("#sdl-tags-input textarea").input_value() == EXAMPLE_TAGS["chelsea"]
     assert foreign == [], f"the page tried to reach other hosts: {foreign[:5]}"
     page.close()
     shot = Image.open(SCREENSHOT)
