@@ -92,7 +92,7 @@ def principal_captions(principal_tags: Sequence[Sequence[str]]) -> list[str]:
 
 def tag_captions(result: TagResult, k: int) -> list[str]:
     """Captions of the K maps of one tag; the winning vector is marked."""
-    return [f"k={i} · {result.display}" + (" · wins (scores this tag)" if i == result.principal else "")
+    return [f"k={i} · {result.display}" + (" · wins this tag" if i == result.principal else "")
             for i in range(k)]
 
 
