@@ -1,8 +1,8 @@
 """Fixtures for the demo: a toy checkpoint in the WordLlama space (so typed words embed),
 and real servers launched in-process on a free port.
 
-Servers are module-scoped and closed after their module; each test module that needs
-one asks for it by fixture.
+The toy server is module-scoped; the default-model server is shared by the session
+(the client and browser tests both use it).
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def toy_server(toy_checkpoint: Path, models_dir: Path, tmp_path_factory) -> Iter
     server.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def default_server(tmp_path_factory) -> Iterator[Server]:
     server = launch_server("default", None, tmp_path_factory.mktemp("default-server"))
     yield server
