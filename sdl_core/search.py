@@ -657,15 +657,16 @@ def cmd_index(args: argparse.Namespace) -> int:
     source, is_path = _model_source(args.model)
     space_source = str(Path(args.word_space).resolve()) if args.word_space and args.word_space != "wordllama" else None
     bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=0, unit="photo", file=sys.stderr, desc="indexing", dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+        nonlocal bar
+        if args.no_progress:
+            return
+        if bar is None:  # made on the first batch, when the number of photos to encode is known
+            from tqdm import tqdm
+            bar = tqdm(total=total, unit="photo", file=sys.stderr, desc="indexing", dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
 
     try:
         index, report = update_index(folder, tagger, old, batch_size=args.batch_size, source=source,
