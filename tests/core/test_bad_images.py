@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import struct
 import subprocess
@@ -93,7 +92,7 @@ def png_bad_crc() -> bytes:
 def jpeg_bad_exif() -> bytes:
     """A JPEG whose APP1 Exif segment is garbage: the image itself is fine."""
     jpeg = encode(solid(RED), "JPEG", quality=95)
-    body = b"Exif\x00\x00" + b"II*\x00\xff\xff\xff\x7f" + os.urandom(16)
+    body = b"Exif\x00\x00" + b"II*\x00\xff\xff\xff\x7f" + bytes(range(200, 216))
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
 
 

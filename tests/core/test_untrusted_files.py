@@ -8,7 +8,6 @@ appears: ``safe_load_pickle``, ``Vocabulary.from_authors_folder``, ``import_offi
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -23,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sdl_core import cli
-from sdl_core.checkpoint import FORMAT, import_official, load_checkpoint, read_checkpoint, save_checkpoint
+from sdl_core.checkpoint import import_official, load_checkpoint, save_checkpoint
 from sdl_core.errors import CheckpointError, ModelNotFoundError, SDLError, VocabularyError
 from sdl_core.safe_pickle import safe_load_pickle
 from sdl_core.tagger import Tagger
