@@ -5,6 +5,14 @@
     for t in tagger.tag("photo.jpg", extra_tags=["espresso", "latte"], top_k=5):
         print(t.display, t.score)
 """
+import os as _os
+
+# OpenMP threads that spin while waiting steal the cores they wait for: with any other
+# load on a small machine, torch's default (active) wait made inference 10x+ slower
+# (benchmarks/bench.py). Passive waiting must be chosen before torch loads OpenMP;
+# an explicit OMP_WAIT_POLICY in the environment wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .config import ModelConfig, PreprocessConfig, WordSpaceInfo
 from .errors import (CheckpointError, ImageError, ModelNotFoundError, SDLError, TagInputError, VocabularyError,
                      WordSpaceError)
