@@ -16,8 +16,10 @@ if __package__ in (None, ""):  # run as a file (Hugging Face Spaces: app_file de
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import atexit  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
@@ -178,7 +180,9 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
     (an SDLError with a readable message) rather than on the first request."""
     cache = TaggerCache(model_choices(model, models_dir), device=device)
     tagger = cache.get()
-    json_root = json_root or Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
+    if json_root is None:
+        json_root = Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
+        atexit.register(shutil.rmtree, json_root, ignore_errors=True)
     handlers = Handlers(cache, json_root, readme)
     about_now = handlers.about(cache.default)
     examples = example_rows(examples_dir)

@@ -103,7 +103,7 @@ class TaggerCache:
     def get(self, value: str | None = None) -> Tagger:
         """The Tagger of an offered model (the startup model when ``value`` is empty)."""
         value = value or self.default
-        if value not in self._allowed:
+        if not isinstance(value, str) or value not in self._allowed:
             raise ModelNotFoundError(f"model {str(value)[:200]!r} is not one this app offers")
         with self._lock:
             if value in self._loaded:

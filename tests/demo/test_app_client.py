@@ -85,6 +85,7 @@ def test_words_a_fixed_word_table_cannot_embed_are_listed(toy, models_dir):
     (dict(top_k="ten"), "top-k must be a whole number"),
     (dict(only=True, tags=""), "type at least one tag"),
     (dict(model="/etc/passwd"), "is not one this app offers"),
+    (dict(model=["a", "list"]), "is not one this app offers"),
 ])
 def test_bad_requests_show_a_message(toy, args, message):
     kwargs = dict(image=COFFEE, tags="", only=False, top_k=5, model=toy.app_default) | args
