@@ -11,7 +11,8 @@ from sdl_core.registry import resolve_name
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_METRIC = re.compile(r"\b(mAP|F1|precision|recall|accuracy|P@\d|R@\d)", re.IGNORECASE)
+#: A metric name: "mAP" exactly (so "feature map" is not one), the others in any case.
+_METRIC = re.compile(r"\bmAP\b|(?i:\b(F1|AUC|precision|recall|accuracy|[PR]@\d))")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|])")
 
 UNSEEN_TEXT = ("**What \"unseen\" means.** Every tag is a word vector, and the model scores a tag by comparing "
@@ -49,11 +50,24 @@ def readme_section(text: str, title_pattern: str = r"default model") -> list[str
 
 
 def quality_from_readme(text: str) -> str | None:
-    """The measured-quality lines of the README's default-model section: its tables
-    and the lines that name a metric. None when there are none."""
-    body = readme_section(text)
-    keep = [line for line in body if line.lstrip().startswith("|") or _METRIC.search(line)]
-    return "\n".join(keep).strip() or None
+    """The measured-quality part of the README's default-model section: each table with
+    the paragraph before it (what was measured) and after it (what it means), and any
+    paragraph that names a metric. None when there is none."""
+    blocks, current = [], []
+    for line in readme_section(text) + [""]:
+        if line.strip():
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    is_table = [b.lstrip().startswith("|") for b in blocks]
+    keep = set()
+    for i, block in enumerate(blocks):
+        if is_table[i]:
+            keep.update(j for j in (i - 1, i, i + 1) if 0 <= j < len(blocks) and not _HEADING.match(blocks[j]))
+        elif _METRIC.search(block):
+            keep.add(i)
+    return "\n\n".join(blocks[i] for i in sorted(keep)) or None
 
 
 def measured_quality(model_value: str, readme: Path = README) -> str:
