@@ -18,6 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import atexit  # noqa: E402
 import functools  # noqa: E402
+import html  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -81,7 +82,8 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except SDLError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            # Gradio renders error text as (sanitised) HTML; user text in it must stay text
+            raise gr.Error(html.escape(str(exc)), print_exception=False) from None
         except Exception:  # noqa: BLE001 - the page must get a message, the log the traceback
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
@@ -173,12 +175,12 @@ def _search_tab_builder() -> Callable | None:
 
 
 def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "models",
-              search_dirs: Sequence[str | Path] = (), *, device: str = "cpu",
+              search_dirs: Sequence[str | Path] = (), *, device: str = "cpu", word_space: str | None = None,
               examples_dir: Path = EXAMPLES_DIR, readme: Path = README,
               json_root: Path | None = None) -> gr.Blocks:
     """Build the app. The startup model is loaded here, so a bad ``model`` fails now
     (an SDLError with a readable message) rather than on the first request."""
-    cache = TaggerCache(model_choices(model, models_dir), device=device)
+    cache = TaggerCache(model_choices(model, models_dir), device=device, word_space=word_space)
     tagger = cache.get()
     if json_root is None:
         json_root = Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))

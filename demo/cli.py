@@ -39,6 +39,8 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                         help="folder whose .safetensors checkpoints the model menu also offers (default: models)")
     parser.add_argument("--search-dir", action="extend", nargs="+", default=[], metavar="DIR",
                         help="photo folder(s) for the Search tab")
+    parser.add_argument("--word-space", help="the fastText .bin/.vec (or 'wordllama') the model was trained in, "
+                                             "so typed tags outside its vocabulary can be embedded")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -55,7 +57,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         print(f"error: --search-dir {missing[0]}: no such folder", file=sys.stderr)
         return EXIT_USAGE
     try:
-        app = build_app(args.model, args.models_dir, args.search_dir, device=args.device)
+        app = build_app(args.model, args.models_dir, args.search_dir, device=args.device,
+                        word_space=args.word_space)
     except SDLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

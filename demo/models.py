@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sdl_core import DEFAULT_MODEL, ModelNotFoundError, Tagger
+from sdl_core import DEFAULT_MODEL, ModelNotFoundError, Tagger, WordSpaceError
 from sdl_core.registry import get_model, list_models, resolve_name
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,29 @@ class TaggerCache:
     """
 
     def __init__(self, choices: Sequence[ModelChoice], device: str = "cpu",
-                 max_loaded: int = MAX_LOADED_MODELS) -> None:
+                 max_loaded: int = MAX_LOADED_MODELS, word_space: str | None = None) -> None:
         self.choices = list(choices)
+        self.word_space = word_space
         self._allowed = {c.value: c for c in self.choices}
         self.device = device
         self.max_loaded = max(1, max_loaded)
         self._loaded: OrderedDict[str, Tagger] = OrderedDict()
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {v: threading.Lock() for v in self._allowed}
+
+    def _load(self, value: str) -> Tagger:
+        """Load with the user's word space (``--word-space``) where it is the model's own.
+
+        The startup model must accept it (a mismatch is the user's error); other
+        models of another space keep their own."""
+        if self.word_space is not None:
+            try:
+                return Tagger.from_pretrained(value, device=self.device, word_space=self.word_space)
+            except WordSpaceError as exc:
+                if value == self.default:
+                    raise
+                log.info("model %s keeps its own word space: %s", self.label(value), exc)
+        return Tagger.from_pretrained(value, device=self.device)
 
     @property
     def default(self) -> str:
@@ -114,7 +129,7 @@ class TaggerCache:
                 if value in self._loaded:
                     return self._loaded[value]
             log.info("loading model %s", self.label(value))
-            tagger = Tagger.from_pretrained(value, device=self.device)
+            tagger = self._load(value)
             with self._lock:
                 self._loaded[value] = tagger
                 while len(self._loaded) > self.max_loaded:
