@@ -17,8 +17,6 @@ if __package__ in (None, ""):  # run as a file (Hugging Face Spaces: app_file de
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import atexit  # noqa: E402
-import functools  # noqa: E402
-import html  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -26,11 +24,12 @@ from typing import Any, Callable, Sequence  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
+from demo.errors import user_errors  # noqa: E402
 from demo.about import README, about_markdown, measured_quality  # noqa: E402
 from demo.models import TaggerCache, model_choices  # noqa: E402
 from demo.render import (Shown, model_view, overlays_each, principal_captions, result_json,  # noqa: E402
                          safe_stem, tags_table_html, write_json)
-from sdl_core import DEFAULT_MODEL, SDLError, parse_tags  # noqa: E402
+from sdl_core import DEFAULT_MODEL, parse_tags  # noqa: E402
 from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
 from sdl_core.tags import MAX_TAGS  # noqa: E402
 
@@ -57,8 +56,6 @@ MODEL_CONCURRENCY = 1
 RENDER_CONCURRENCY = 4
 #: A session's kept result (photo + maps) is dropped after this many seconds.
 STATE_TTL_S = 3600
-GENERIC_ERROR = ("Something went wrong on the server while handling this request (it has been logged). "
-                 "Please try again, or try another photo.")
 
 CSS = """
 #sdl-title h1 { margin-bottom: 0; }
@@ -70,24 +67,6 @@ def offline_theme() -> gr.themes.Base:
     """Gradio's default look with system fonts only: the page needs no font download."""
     return gr.themes.Default(font=[gr.themes.Font("ui-sans-serif"), "system-ui", "sans-serif"],
                              font_mono=[gr.themes.Font("ui-monospace"), "Menlo", "monospace"])
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Show sdl_core's message for bad input as a Gradio error; log anything else and
-    show a generic message. The server keeps serving either way."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except SDLError as exc:
-            # Gradio renders error text as (sanitised) HTML; user text in it must stay text
-            raise gr.Error(html.escape(str(exc)), print_exception=False) from None
-        except Exception:  # noqa: BLE001 - the page must get a message, the log the traceback
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
-    return wrapper
 
 
 def upload_path(image: Any) -> tuple[str, str]:

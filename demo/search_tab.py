@@ -10,7 +10,6 @@ with the same model, it is used as the starting point; the tab never writes to t
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from pathlib import Path
@@ -19,12 +18,13 @@ from typing import Any, Callable, Sequence
 import gradio as gr
 from PIL import Image
 
-from sdl_core import SDLError, Tagger, load_image
+from sdl_core import Tagger, load_image
 from sdl_core.search import (DEFAULT_INDEX_NAME, MODES, SearchIndex, SearchIndexError, SearchResult,
                              check_compatible, entries_for_files, load_index, model_identity, search,
                              update_index)
 from sdl_core.tags import parse_tags
 
+from .errors import user_errors
 from .render import OVERLAY_SIDE, model_view, normalize, overlay
 
 log = logging.getLogger(__name__)
@@ -37,23 +37,6 @@ MAX_MAPS = 12
 #: Most photos one upload may hold.
 MAX_UPLOADS = 100
 UPLOADS = "Uploaded photos"
-GENERIC_ERROR = "Something went wrong on the server; the log has the details."
-
-
-def _user_errors(fn: Callable) -> Callable:
-    """sdl_core's message for bad input, a generic one (and a logged traceback) otherwise."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except SDLError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception:  # noqa: BLE001 - the page gets a message, the log the traceback
-            log.exception("unexpected error in search")
-            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
-    return wrapper
 
 
 class SearchState:
@@ -210,6 +193,6 @@ def build_search_tab(get_tagger: Callable[[], Tagger], folders: Sequence[Path]) 
                       height="auto", format="jpeg", object_fit="contain", elem_id="sdl-search-maps")
     inputs = [folder, uploads, tags, mode, top_n]
     outputs = [matches, maps, notes]
-    fn = _user_errors(state.run)
+    fn = user_errors(state.run)
     run.click(fn, inputs, outputs, api_name="search", concurrency_id="model")
     tags.submit(fn, inputs, outputs, api_visibility="private", concurrency_id="model")

@@ -46,23 +46,34 @@ def save_checkpoint(model: PrincipalVectorModel, vocab: Vocabulary, path: str | 
     return path
 
 
+def read_tagged_safetensors(path: Path, fmt: str, error: type[SDLError], what: str, noun: str,
+                            hint: str = "") -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a safetensors file whose metadata says ``format: fmt``.
+
+    Shared by checkpoints and search indexes: one place turns a foreign, corrupt or
+    truncated file into one readable ``error`` line (never a partial read); ``hint``
+    follows the message for a corrupt file.
+    """
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != fmt:
+                raise error(f"{path.name}: not {what} (no 'format: {fmt}' metadata)")
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except SDLError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise error(f"{path.name}: not a readable {noun} (corrupt, truncated or another format): {exc}{hint}") from None
+    return meta, tensors
+
+
 def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Vocabulary]:
     """Config, model state dict and vocabulary from one of our checkpoint files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise CheckpointError(f"{path.name}: a safetensors file, but not an SDL tagger checkpoint "
-                                      "(no 'format: sdl-tagger' metadata)")
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except SDLError:
-        raise
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path.name}: not a readable safetensors checkpoint "
-                              f"(corrupt, truncated or another format): {exc}") from None
+    meta, tensors = read_tagged_safetensors(path, FORMAT, CheckpointError, what="an SDL tagger checkpoint",
+                                            noun="safetensors checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path.name}: checkpoint format version {meta.get('format_version')!r}; "
                               f"this version of sdl_core reads {FORMAT_VERSION!r}")

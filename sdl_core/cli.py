@@ -11,7 +11,6 @@ import importlib
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import SDLError

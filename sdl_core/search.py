@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequ
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .checkpoint import read_tagged_safetensors
 from .config import ModelConfig, WordSpaceInfo
 from .errors import SDLError, TagInputError
 from .images import load_image
@@ -249,18 +249,8 @@ def load_index(path: str | Path) -> SearchIndex:
     path = resolve_index_path(path)
     if not path.is_file():
         raise SearchIndexError(f"{path}: no such index file (build one with `python -m sdl_core index FOLDER`)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = fh.metadata() or {}
-            if meta.get("format") != INDEX_FORMAT:
-                raise SearchIndexError(f"{path.name}: not a photo search index (no 'format: {INDEX_FORMAT}' "
-                                       "metadata)")
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except SDLError:
-        raise
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise SearchIndexError(f"{path.name}: not a readable index (corrupt, truncated or another format): "
-                               f"{exc}. Delete it and run `index` again.") from None
+    meta, tensors = read_tagged_safetensors(path, INDEX_FORMAT, SearchIndexError, what="a photo search index",
+                                            noun="index", hint=". Delete it and run `index` again.")
     if meta.get("format_version") != INDEX_VERSION:
         raise SearchIndexError(f"{path.name}: index format version {meta.get('format_version')!r}; this version "
                                f"of sdl_core reads {INDEX_VERSION!r}: rebuild it with `index --rebuild`")
