@@ -34,8 +34,10 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 def normalize_tag(tag: str) -> str:
     """Canonical form of a tag: NFC, no control characters, collapsed spaces, lower case."""
-    text = unicodedata.normalize("NFC", str(tag))
-    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in " \t" + _KEPT_FORMAT)
+    text = str(tag)
+    if not (text.isascii() and text.isprintable()):  # printable ASCII is already NFC, control-free
+        text = unicodedata.normalize("NFC", text)
+        text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in " \t" + _KEPT_FORMAT)
     text = _SPACES.sub(" ", text).strip().strip("*" + _KEPT_FORMAT).strip()
     return text.lower()
 
