@@ -94,11 +94,13 @@ class Analysis:
 
 @dataclass
 class _Request:
-    vocab: Vocabulary
+    """The tags one request ranks: the base vocabulary's rows, then the typed additions."""
+
+    tags: list[str]
+    seen: np.ndarray
     typed: np.ndarray
     not_in_vocabulary: list[str]
     tag_tensor: torch.Tensor
-
 
 class Tagger:
     """A loaded principal-vector model with its vocabulary and word space.
@@ -178,19 +180,17 @@ class Tagger:
                                                                   np.zeros(0, bool))
         added = [t for t, f in zip(new, found) if f]
         missing = [t for t, f in zip(new, found) if not f]
-        tags = base.tags + added
-        vocab = Vocabulary(tags, np.concatenate([base.vectors, vectors[found]]),
-                           np.concatenate([base.seen, [t in self._seen for t in added]]).astype(bool))
-        typed_set = set(typed)
-        typed_flags = np.array([t in typed_set for t in tags], dtype=bool)
-        if base is self.vocabulary and not added:
-            tensor = self._vocab_tensor
-        else:
-            tensor = torch.from_numpy(vocab.vectors).to(self.device)
-        if len(vocab) == 0:
+        if not len(base) and not added:
             raise TagInputError("none of the typed tags has a word vector in the model's word space: "
                                 f"{missing[:10]}")
-        return _Request(vocab, typed_flags, missing, tensor)
+        # built per request without re-validating the base vocabulary: this is the hot path
+        tags = base.tags + added
+        seen = np.concatenate([base.seen, np.array([t in self._seen for t in added], dtype=bool)])
+        typed_set = set(typed)
+        typed_flags = np.array([t in typed_set for t in tags], dtype=bool)
+        base_tensor = self._vocab_tensor if base is self.vocabulary else torch.from_numpy(base.vectors).to(self.device)
+        tensor = torch.cat([base_tensor, torch.from_numpy(vectors[found]).to(self.device)]) if added else base_tensor
+        return _Request(tags, seen, typed_flags, missing, tensor)
 
     # -- inference ------------------------------------------------------------------
     @torch.inference_mode()
@@ -201,12 +201,13 @@ class Tagger:
         return model.encode(pixels, with_maps=with_maps)
 
     def _rank(self, scores: torch.Tensor, winners: torch.Tensor, req: _Request, top_k: int,
-              image: str | None) -> ImageTags:
+              image: str | None) -> tuple[ImageTags, list[int]]:
+        """The top tags of one image, and their rows in the request (for their maps)."""
         order = top_k_indices(scores, top_k).tolist()
         scores_l, winners_l = scores.tolist(), winners.tolist()
-        tags = [TagResult(req.vocab.tags[i], float(scores_l[i]), bool(req.vocab.seen[i]), int(winners_l[i]),
+        tags = [TagResult(req.tags[i], float(scores_l[i]), bool(req.seen[i]), int(winners_l[i]),
                           bool(req.typed[i])) for i in order]
-        return ImageTags(tags, list(req.not_in_vocabulary), image)
+        return ImageTags(tags, list(req.not_in_vocabulary), image), order
 
     def tag(self, images: ImageSource | Sequence[ImageSource], extra_tags: Iterable[str] = (), top_k: int = 10,
             vocabulary: Vocabulary | None = None, only_extra: bool = False, batch_size: int = 16
@@ -227,7 +228,7 @@ class Tagger:
         req = self._request(extra_tags, vocabulary, only_extra)
         encoded = self.encode(images)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        return [self._rank(scores[b], winners[b], req, top_k, names[b]) for b in range(len(images))]
+        return [self._rank(scores[b], winners[b], req, top_k, names[b])[0] for b in range(len(images))]
 
     def tag_files(self, paths: Sequence[str | Path], extra_tags: Iterable[str] = (), top_k: int = 10,
                   vocabulary: Vocabulary | None = None, only_extra: bool = False, batch_size: int = 16
@@ -256,8 +257,7 @@ class Tagger:
         req = self._request(extra_tags, vocabulary, only_extra)
         encoded = self.encode([img], with_maps=True)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        result = self._rank(scores[0], winners[0], req, top_k, _source_name(image))
-        shown = [req.vocab.index(t.tag) for t in result.tags]
+        result, shown = self._rank(scores[0], winners[0], req, top_k, _source_name(image))
         model = self._runner.get()
         per_tag = model.tag_maps(encoded, req.tag_tensor[shown])[0]  # (K, T, h, w)
         tag_maps = {t.tag: per_tag[:, j].float().cpu().numpy() for j, t in enumerate(result.tags)}
