@@ -77,7 +77,7 @@ class SDLModel(PrincipalVectorModel):
     def d(self) -> int:
         return self.config.d
 
-    def _read_d_major(self, flat: torch.Tensor) -> torch.Tensor:
+    def read_d_major(self, flat: torch.Tensor) -> torch.Tensor:
         """(B, K*D, ...) read as (B, D, K, ...) -> (B, K, D, ...)."""
         shape = flat.shape
         return flat.reshape(shape[0], self.d, self.k, *shape[2:]).transpose(1, 2)
@@ -85,11 +85,11 @@ class SDLModel(PrincipalVectorModel):
     def encode(self, pixels: torch.Tensor, with_maps: bool = False) -> Encoded:
         features = self.backbone.forward_features(pixels)  # (B, C, h, w)
         pooled = features.mean(dim=(2, 3))
-        vectors = self._read_d_major(self.head(pooled))
+        vectors = self.read_d_major(self.head(pooled))
         if not with_maps:
             return Encoded(vectors=vectors)
         weight = self.head.weight.view(self.head.out_features, self.num_features, 1, 1)
-        local = self._read_d_major(nn.functional.conv2d(features, weight))  # (B, K, D, h, w)
+        local = self.read_d_major(nn.functional.conv2d(features, weight))  # (B, K, D, h, w)
         return Encoded(vectors=vectors, local=local)
 
     def tag_maps(self, encoded: Encoded, tag_vectors: torch.Tensor) -> torch.Tensor:

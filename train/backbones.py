@@ -94,7 +94,7 @@ def make_config(backbone: str, k: int, space: WordSpaceInfo, preprocess: Preproc
 
 def head_vectors(model: SDLModel, pooled: torch.Tensor) -> torch.Tensor:
     """Principal vectors (B, K, D) from pooled backbone features (B, C): the SDL head alone."""
-    return model._read_d_major(model.head(pooled))  # one definition of the D-major layout
+    return model.read_d_major(model.head(pooled))  # one definition of the D-major layout
 
 
 def pooled_features(model: SDLModel, pixels: torch.Tensor) -> torch.Tensor:
