@@ -59,10 +59,10 @@ class WordSpace(ABC):
         with self._lock:
             todo = [k for k in dict.fromkeys(keys) if k not in self._cache]
         if todo:
-            fresh = self._embed_new(todo)
+            fresh = _unit_vectors(self._embed_new(todo), self.dim)
             with self._lock:
                 for key, vec in zip(todo, fresh):
-                    self._cache[key] = None if vec is None else _unit(vec, self.dim)
+                    self._cache[key] = vec
                 while len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
@@ -71,21 +71,31 @@ class WordSpace(ABC):
             for i, key in enumerate(keys):
                 vec = self._cache.get(key)
                 if vec is None and key not in self._cache:
-                    vec = self._embed_new([key])[0]  # evicted meanwhile: rare, recompute
-                    vec = None if vec is None else _unit(vec, self.dim)
+                    vec = _unit_vectors(self._embed_new([key]), self.dim)[0]  # evicted meanwhile: rare
                 if vec is not None:
                     out[i], found[i] = vec, True
         return out, found
 
 
-def _unit(vec: np.ndarray, dim: int) -> np.ndarray | None:
-    vec = np.asarray(vec, dtype=np.float32).reshape(-1)
-    if vec.shape[0] != dim:
-        raise WordSpaceError(f"word vector has {vec.shape[0]} dimensions, expected {dim}")
-    norm = float(np.linalg.norm(vec))
-    if not np.isfinite(norm) or norm == 0.0:
-        return None
-    return vec / norm
+def _unit_vectors(vectors: list[np.ndarray | None], dim: int) -> list[np.ndarray | None]:
+    """Unit-length copies, normalised in one pass; None where a vector is missing, zero
+    or not finite (the space has no usable vector for that tag)."""
+    out: list[np.ndarray | None] = [None] * len(vectors)
+    present = [i for i, v in enumerate(vectors) if v is not None]
+    if not present:
+        return out
+    rows = [np.asarray(vectors[i], dtype=np.float32).reshape(-1) for i in present]
+    wrong = next((r.shape[0] for r in rows if r.shape[0] != dim), None)
+    if wrong is not None:
+        raise WordSpaceError(f"word vector has {wrong} dimensions, expected {dim}")
+    matrix = np.stack(rows)
+    norms = np.linalg.norm(matrix, axis=1)
+    usable = np.isfinite(norms) & (norms > 0)
+    matrix /= np.where(usable, norms, 1.0)[:, None]
+    for row, i in enumerate(present):
+        if usable[row]:
+            out[i] = matrix[row]
+    return out
 
 
 class TableSpace(WordSpace):
@@ -198,7 +208,8 @@ class WordLlamaSpace(WordSpace):
 
     def _embed_new(self, tags: list[str]) -> list[np.ndarray | None]:
         vecs = np.asarray(self._model.embed(tags, norm=True), dtype=np.float32)
-        return [v if np.any(v) and t else None for t, v in zip(tags, vecs)]
+        nonzero = vecs.any(axis=1)
+        return [v if ok and t else None for t, v, ok in zip(tags, vecs, nonzero)]
 
 
 _KNOWN_FASTTEXT_STEMS = {"crawl-300d-2m-subword": AUTHORS_FASTTEXT.name}
