@@ -177,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    func: Callable[[argparse.Namespace], int] = args.func
+    return run_command(args.func, args)
+
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a sub-command with the exit-code contract shared by every command line of the
+    project: an SDLError is one line on stderr and exit 2, Ctrl-C exits 130."""
     try:
         return func(args)
     except SDLError as exc:

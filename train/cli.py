@@ -8,13 +8,13 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
+from sdl_core.cli import run_command
 from sdl_core.errors import SDLError
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK = 0
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -184,11 +184,4 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        return args.func(args)
-    except SDLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
