@@ -524,10 +524,11 @@ def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str)
     """(N, T) score of every photo for every tag: reduce_k <A_k, w_t>, in blocks."""
     n, k, d = vectors.shape
     out = torch.empty(n, tag_vectors.shape[0])
-    w = tag_vectors.t().contiguous()
+    w = tag_vectors.contiguous()
     for start in range(0, n, SEARCH_CHUNK):
         block = vectors[start:start + SEARCH_CHUNK]
-        per_k = torch.matmul(block.reshape(-1, d), w).view(block.shape[0], k, -1)
+        # ``linear`` (see scoring.score_tags): 2.5x faster than matmul for 3 tags, equal for 1
+        per_k = torch.nn.functional.linear(block.reshape(-1, d), w).view(block.shape[0], k, -1)
         out[start:start + block.shape[0]] = per_k.amax(dim=1) if reduction == "max" else per_k.mean(dim=1)
     return out
 
