@@ -79,12 +79,16 @@ class ConSEModel(PrincipalVectorModel):
         self.register_buffer("class_vectors", torch.zeros(self.num_classes, config.d))
 
     @property
+    def trunk(self) -> nn.Module:
+        return self.classifier
+
+    @property
     def k(self) -> int:
         return self.config.k
 
     def class_probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """P[b, c, i, j]: class probabilities of each (window-pooled) region."""
-        features = self.classifier.forward_features(pixels)  # (B, C_feat, h, w)
+        features = self.features(pixels)  # (B, C_feat, h, w)
         head: nn.Linear = self.classifier.get_classifier()
         weight = head.weight.view(head.out_features, head.in_features, 1, 1)
         logits = F.conv2d(features, weight, head.bias)  # (B, classes, h, w); mean over h, w = global logits

@@ -12,6 +12,7 @@ exactly the global ones: an exact attention map per principal vector and tag.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,19 @@ class PrincipalVectorModel(nn.Module, ABC):
     """Anything that maps images to K principal vectors in a word space."""
 
     config: ModelConfig
+    #: Set on an inference copy only (:mod:`sdl_core.optimize`): runs the trunk's
+    #: ``forward_features`` elsewhere (ONNX Runtime) with the same result.
+    external_features: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def trunk(self) -> nn.Module | None:
+        """The timm network whose ``forward_features`` is the heavy part, or None."""
+        return None
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The trunk's last feature map (B, C, h, w)."""
+        run = self.external_features
+        return run(pixels) if run is not None else self.trunk.forward_features(pixels)
 
     @abstractmethod
     def encode(self, pixels: torch.Tensor, with_maps: bool = False) -> Encoded:
@@ -70,6 +84,10 @@ class SDLModel(PrincipalVectorModel):
         self.head = nn.Linear(self.num_features, config.k * config.d, bias=False)
 
     @property
+    def trunk(self) -> nn.Module:
+        return self.backbone
+
+    @property
     def k(self) -> int:
         return self.config.k
 
@@ -83,7 +101,7 @@ class SDLModel(PrincipalVectorModel):
         return flat.reshape(shape[0], self.d, self.k, *shape[2:]).transpose(1, 2)
 
     def encode(self, pixels: torch.Tensor, with_maps: bool = False) -> Encoded:
-        features = self.backbone.forward_features(pixels)  # (B, C, h, w)
+        features = self.features(pixels)  # (B, C, h, w)
         pooled = features.mean(dim=(2, 3))
         vectors = self.read_d_major(self.head(pooled))
         if not with_maps:

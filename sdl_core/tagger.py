@@ -19,7 +19,7 @@ from .checkpoint import import_official, load_checkpoint
 from .errors import ModelNotFoundError, SDLError, TagInputError, WordSpaceError
 from .images import ImageSource, load_image, to_tensor
 from .model import Encoded, PrincipalVectorModel
-from .optimize import InferenceOptions, InferenceRunner
+from .optimize import UNOPTIMISED, InferenceOptions, InferenceRunner
 from .registry import DEFAULT_MODEL, get_model, resolve_name
 from .scoring import score_tags, top_k_indices
 from .tags import clean_tags
@@ -126,8 +126,7 @@ class Tagger:
         self.word_space = word_space
         self._seen = set(vocabulary.seen_tags)
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
-        options = optimize if isinstance(optimize, InferenceOptions) else \
-            InferenceOptions() if optimize else InferenceOptions(fold_bn=False, channels_last=False)
+        options = optimize if isinstance(optimize, InferenceOptions) else InferenceOptions() if optimize else UNOPTIMISED
         self._runner = InferenceRunner(self.model, options)
         self._runner.get()  # pay for the copy at load time, not on the first request
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Exported ONNX graphs go to a cache of this test session (subprocesses inherit it), never
+# to the user's ~/.cache; tests that need their own cache set SDL_TAGGER_CACHE themselves.
+os.environ["SDL_TAGGER_CACHE"] = tempfile.mkdtemp(prefix="sdl-tagger-test-cache-")
 
 from sdl_core.config import ModelConfig, PreprocessConfig, WordSpaceInfo  # noqa: E402
 from sdl_core.model import SDLModel  # noqa: E402

@@ -37,7 +37,7 @@ def count_bn(module):
 def test_every_batchnorm_of_the_backbone_is_folded():
     model = bn_model()
     before = count_bn(model)
-    fast = inference_copy(model)
+    fast = inference_copy(model, InferenceOptions(runtime="torch"))
     assert before > 0 and count_bn(fast) == 0
     assert count_bn(model) == before  # the original is untouched
     assert fast.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
@@ -184,9 +184,128 @@ def test_default_model_optimised_equals_unoptimised():
     model, vocab, space = get_model("default").builder()
     fast, plain = Tagger(model, vocab, space), Tagger(model, vocab, space, optimize=False)
     assert count_bn(fast._runner.get()) == 0 and count_bn(model) > 0
+    assert fast._runner.runtime == "onnxruntime"
     photo = make_photo(224, 160, seed=3)
     a = fast.analyze(photo, extra_tags=["espresso", "red bicycle"], top_k=20)
     b = plain.analyze(photo, extra_tags=["espresso", "red bicycle"], top_k=20)
     assert [t.tag for t in a.tags] == [t.tag for t in b.tags]
     np.testing.assert_allclose([t.score for t in a.tags], [t.score for t in b.tags], atol=1e-4, rtol=0)
     np.testing.assert_allclose(a.principal_maps, b.principal_maps, atol=1e-4, rtol=0)
+
+
+# --- ONNX Runtime for the trunk ---------------------------------------------------
+
+def assert_same_tags(a, b, atol=1e-4):
+    assert [t.tag for t in a] == [t.tag for t in b]
+    assert [t.principal for t in a] == [t.principal for t in b]
+    np.testing.assert_allclose([t.score for t in a], [t.score for t in b], atol=atol, rtol=0)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDL_TAGGER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+@pytest.mark.parametrize("runtime", ["auto", "torch"])
+def test_both_runtimes_equal_the_unoptimised_path(runtime):
+    model, vocab = bn_model(seed=4), make_vocab()
+    fast = Tagger(model, vocab, optimize=InferenceOptions(runtime=runtime))
+    plain = Tagger(model, vocab, optimize=False)
+    assert fast._runner.runtime == ("onnxruntime" if runtime == "auto" else "torch")
+    assert plain._runner.runtime == "torch"
+    photos = [make_photo(seed=s) for s in range(3)]
+    for got, expected in zip(fast.tag(photos, top_k=0, batch_size=3), plain.tag(photos, top_k=0)):
+        assert_same_tags(got, expected)
+    fa, pa = fast.analyze(photos[0], top_k=5), plain.analyze(photos[0], top_k=5)
+    np.testing.assert_allclose(fa.principal_maps, pa.principal_maps, atol=1e-4, rtol=0)
+    for tag, maps in pa.tag_maps.items():
+        np.testing.assert_allclose(fa.tag_maps[tag], maps, atol=1e-4, rtol=0)
+
+
+def test_the_exported_graph_is_cached_and_reused(own_cache, monkeypatch):
+    from sdl_core import onnx_backend
+
+    model, vocab = bn_model(seed=5), make_vocab()
+    first = Tagger(model, vocab)
+    graphs = list(own_cache.glob("*.onnx"))
+    assert first._runner.runtime == "onnxruntime" and len(graphs) == 1
+    monkeypatch.setattr(onnx_backend, "export_graph", lambda *a, **k: pytest.fail("exported again"))
+    second = Tagger(model, vocab)
+    assert second._runner.runtime == "onnxruntime"
+    assert_same_tags(second.tag(make_photo(), top_k=0), first.tag(make_photo(), top_k=0), atol=1e-6)
+
+
+def test_a_damaged_cached_graph_is_exported_again(own_cache):
+    model, vocab = bn_model(seed=6), make_vocab()
+    expected = Tagger(model, vocab, optimize=False).tag(make_photo(), top_k=0)
+    Tagger(model, vocab)
+    (graph,) = own_cache.glob("*.onnx")
+    graph.write_bytes(b"not an onnx graph")
+    again = Tagger(model, vocab)
+    assert again._runner.runtime == "onnxruntime"
+    assert_same_tags(again.tag(make_photo(), top_k=0), expected)
+    assert graph.stat().st_size > 1000  # rewritten with a real graph
+
+
+def test_an_unwritable_cache_still_runs_in_onnx_runtime(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SDL_TAGGER_CACHE", str(blocker))
+    model, vocab = bn_model(seed=7), make_vocab()
+    tagger = Tagger(model, vocab)
+    assert tagger._runner.runtime == "onnxruntime"
+    assert_same_tags(tagger.tag(make_photo(), top_k=0), Tagger(model, vocab, optimize=False).tag(make_photo(), top_k=0))
+
+
+def test_without_onnxruntime_the_model_runs_on_torch(monkeypatch):
+    from sdl_core import onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "available", lambda: False)
+    model, vocab = bn_model(seed=8), make_vocab()
+    tagger = Tagger(model, vocab)
+    assert tagger._runner.runtime == "torch" and tagger._runner.channels_last
+    assert_same_tags(tagger.tag(make_photo(), top_k=0), Tagger(model, vocab, optimize=False).tag(make_photo(), top_k=0))
+
+
+def test_a_graph_that_disagrees_with_torch_is_refused(own_cache, monkeypatch, caplog):
+    from sdl_core import onnx_backend
+
+    real_export = onnx_backend.export_graph
+
+    def wrong_export(trunk, size):  # a graph of other weights: runs fine, gives other features
+        other = bn_model(seed=99).backbone
+        return real_export(other, size)
+
+    monkeypatch.setattr(onnx_backend, "export_graph", wrong_export)
+    model, vocab = bn_model(seed=9), make_vocab()
+    with caplog.at_level("WARNING", logger="sdl_core.onnx_backend"):
+        tagger = Tagger(model, vocab)
+    assert tagger._runner.runtime == "torch"
+    assert "other features" in caplog.text
+    assert not list(own_cache.glob("*.onnx"))  # a refused graph is never cached
+    assert_same_tags(tagger.tag(make_photo(), top_k=0), Tagger(model, vocab, optimize=False).tag(make_photo(), top_k=0))
+
+
+def test_other_input_sizes_run_on_the_torch_trunk():
+    model = bn_model(seed=10)
+    fast = InferenceRunner(model).get()
+    assert fast.external_features is not None
+    for size in (64, 96):  # the graph is exported for the config's size (64 in tests)
+        x = torch.rand(2, 3, size, size)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast.encode(x).vectors, model.encode(x).vectors, atol=1e-4, rtol=0)
+
+
+def test_changed_trunk_weights_get_a_new_graph(own_cache):
+    model, vocab = bn_model(seed=11), make_vocab()
+    tagger = Tagger(model, vocab)
+    before = tagger.tag(make_photo(), top_k=0)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.mul_(1.1)
+    after = tagger.tag(make_photo(), top_k=0)
+    expected = Tagger(model, vocab, optimize=False).tag(make_photo(), top_k=0)
+    assert len(list(own_cache.glob("*.onnx"))) == 2
+    assert_same_tags(after, expected)
+    assert [t.score for t in after] != pytest.approx([t.score for t in before], abs=1e-3)
