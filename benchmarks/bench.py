@@ -177,12 +177,16 @@ def section_sdl(repeats: int) -> list[Row]:
     vocab = random_vocab(1006, 300, 81)
     variants: dict[str, object] = {"Tagger, unoptimised (inference_mode, 1 forward, torch scoring)": "off"}
     if InferenceOptions is not None:
-        variants["Tagger + BN folded"] = InferenceOptions(fold_bn=True, channels_last=False)
-        variants["Tagger + channels_last only"] = InferenceOptions(fold_bn=False, channels_last=True)
-        variants["Tagger (default: BN folded + channels_last)"] = InferenceOptions()
+        variants["Tagger + BN folded"] = torch_options(fold_bn=True, channels_last=False)
+        variants["Tagger + channels_last only"] = torch_options(fold_bn=False, channels_last=True)
+        if torch_runtime() is not None:
+            variants["Tagger, torch only (BN folded + channels_last)"] = torch_runtime()
+            variants["Tagger (default: ONNX Runtime trunk)"] = InferenceOptions()
+        else:
+            variants["Tagger (default: BN folded + channels_last)"] = InferenceOptions()
     taggers = {}
     for name, opt in variants.items():
-        off = InferenceOptions(fold_bn=False, channels_last=False) if InferenceOptions else None
+        off = torch_options(fold_bn=False, channels_last=False) if InferenceOptions else None
         taggers[name] = tagger_with(model, vocab, options=off if opt == "off" else opt)
     default_name = list(variants)[-1]
     expected = authors_style(model, vocab.vectors, vocab.tags, PHOTO)
@@ -199,6 +203,22 @@ def section_sdl(repeats: int) -> list[Row]:
     times = interleaved(cases, repeats)
     targets = {default_name: (">= 3x", lambda m, r: r is not None and r >= 3.0)}
     return rows_from("1 SDL TResNet-M 224 K=7 D=300, 1 image", times, base, targets)
+
+
+def torch_runtime():
+    """Options for the torch-only optimised path (None before ONNX Runtime existed here)."""
+    try:
+        return InferenceOptions(runtime="torch")
+    except TypeError:
+        return None
+
+
+def torch_options(**flags):
+    """InferenceOptions that keep the trunk on torch (where the runtime option exists)."""
+    try:
+        return InferenceOptions(runtime="torch", **flags)
+    except TypeError:
+        return InferenceOptions(**flags)
 
 
 def _with_threads(n: int, fn: Callable[[], object]) -> object:
@@ -223,7 +243,8 @@ def section_default(repeats: int) -> list[Row]:
     nouns = full_vocab.tags
     fast = tagger_with(model, full_vocab, space, InferenceOptions() if InferenceOptions else None)
     plain = tagger_with(model, full_vocab, space,
-                        InferenceOptions(fold_bn=False, channels_last=False) if InferenceOptions else None)
+                        torch_options(fold_bn=False, channels_last=False) if InferenceOptions else None)
+    torch_only = tagger_with(model, full_vocab, space, torch_runtime()) if torch_runtime() is not None else None
     renderer = _demo_renderer()
 
     def analyze(tagger: Tagger, i: int, variant: int):
@@ -235,6 +256,8 @@ def section_default(repeats: int) -> list[Row]:
         "analyze (tags + maps)": lambda i: analyze(fast, i, 1),
         "tag (no maps)": lambda i: fast.tag(PHOTO, extra_tags=typed_tags(i, 2, 10, nouns), top_k=10, vocabulary=vocab),
     }
+    if torch_only is not None:
+        cases["analyze (tags + maps), torch only (BN folded + channels_last)"] = lambda i: analyze(torch_only, i, 4)
     if renderer is not None:
         cases["analyze + render K principal + K tag overlays (demo.render)"] = \
             lambda i: renderer(analyze(fast, i, 3), fast.config.preprocess)
@@ -366,11 +389,20 @@ def run_other(script: str, args: Sequence[str] = ()) -> str:
 
 # --- output ----------------------------------------------------------------------------
 
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
 def machine() -> dict:
     return {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "onnxruntime": _onnxruntime_version(),
             "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 

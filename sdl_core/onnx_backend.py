@@ -35,6 +35,8 @@ _EXPORT_VERSION = 1
 _OPSET = 17
 #: A graph is used only if it reproduces torch's features this closely (x the features' scale).
 _MATCH_TOLERANCE = 1e-4
+#: The cache keeps this many graphs, the most recently used (a TResNet-M graph is ~125 MB).
+MAX_CACHED_GRAPHS = 8
 
 
 def available() -> bool:
@@ -164,7 +166,9 @@ def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None)
     path = cache_dir() / f"{key}.onnx"
     if path.is_file():
         try:
-            return OnnxFeatures(_session(str(path), threads), trunk, input_size)
+            features = OnnxFeatures(_session(str(path), threads), trunk, input_size)
+            _touch(path)
+            return features
         except Exception as exc:  # noqa: BLE001 - a damaged cache file is re-exported below
             log.info("cached graph %s is unusable (%s); exporting again", path, exc)
     try:
@@ -180,6 +184,22 @@ def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None)
         return None
     try:
         _write_atomically(path, graph)
+        _prune(path.parent, MAX_CACHED_GRAPHS)
     except OSError as exc:
         log.info("cannot cache the ONNX graph in %s (%s); it will be exported again next time", path.parent, exc)
     return OnnxFeatures(session, trunk, input_size)
+
+
+def _touch(path: Path) -> None:
+    """Mark a cached graph as just used (the cache drops the least recently used)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a read-only cache is still a cache
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recently used graphs in ``folder``."""
+    graphs = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in graphs[keep:]:
+        old.unlink(missing_ok=True)

@@ -309,3 +309,23 @@ def test_changed_trunk_weights_get_a_new_graph(own_cache):
     assert len(list(own_cache.glob("*.onnx"))) == 2
     assert_same_tags(after, expected)
     assert [t.score for t in after] != pytest.approx([t.score for t in before], abs=1e-3)
+
+
+def test_the_cache_keeps_the_most_recently_used_graphs(own_cache, monkeypatch):
+    import os
+    import time
+
+    from sdl_core import onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "MAX_CACHED_GRAPHS", 2)
+    vocab = make_vocab()
+    models = [bn_model(seed=20 + i) for i in range(3)]
+    Tagger(models[0], vocab)
+    first = next(own_cache.glob("*.onnx"))
+    past = time.time() - 100
+    os.utime(first, (past, past))
+    Tagger(models[1], vocab)
+    Tagger(models[0], vocab)  # a cache hit makes the first graph the most recently used again
+    Tagger(models[2], vocab)
+    kept = set(own_cache.glob("*.onnx"))
+    assert len(kept) == 2 and first in kept
