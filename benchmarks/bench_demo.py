@@ -1,11 +1,15 @@
 """Benchmark the demo as a user meets it (numbers, not a test).
 
-    python benchmarks/bench_demo.py [--model default] [--requests 10] [--memory-requests 50]
+    python benchmarks/bench_demo.py [--model default] [--cold-starts 3] [--requests 10]
+                                    [--memory-requests 50] [--cold-only] [--root DIR]
 
-Prints: cold start of ``python -m demo`` to the first served page; request -> result
-shown in a real browser (Debian Chromium via Playwright; median of N); resident memory
-of the server process after M more requests through gradio_client. The machine is
-shared and noisy: the load average is printed with the numbers.
+Prints, for each of ``--cold-starts`` fresh ``python -m demo`` processes: seconds from
+the start to the first served page, and to the first result (a ``/tag`` request sent
+through gradio_client as soon as the page is up, answered); then request -> result
+shown in a real browser (Debian Chromium via Playwright; median of N) and the resident
+memory of the server after M more requests through gradio_client. ``--root`` runs the
+demo of another checkout (e.g. an older commit, for before/after numbers in one run).
+The machine is shared and noisy: the load average is printed with every number.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,25 +38,86 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(model: str, port: int) -> tuple[subprocess.Popen, float, float]:
-    """Start ``python -m demo``; return the process, wall seconds to the first page served
-    and the CPU seconds the server had used by then (a floor for the wall time on an idle
-    machine, since start-up is mostly single-threaded imports)."""
+@dataclass
+class ColdStart:
+    proc: subprocess.Popen
+    url: str
+    start: float  # time.perf_counter() when the process was started
+    load: float  # 1-minute load average when the process was started
+    page_s: float  # start -> first page served
+    page_cpu_s: float  # CPU seconds the server had used by then
+    result_s: float | None = None  # start -> first /tag result through gradio_client
+
+
+def start_server(model: str, port: int, root: Path = ROOT) -> ColdStart:
+    """Start ``python -m demo`` and wait for its first page. The CPU seconds the server
+    had used by then are a floor for the wall time on an idle machine (start-up is
+    mostly single-threaded imports)."""
     import psutil
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
+    load = os.getloadavg()[0]
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "demo", "--model", model], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "demo", "--model", model], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
     while proc.poll() is None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200 and resp.read():
                     wall = time.perf_counter() - start
                     cpu = psutil.Process(proc.pid).cpu_times()
-                    return proc, wall, cpu.user + cpu.system
+                    return ColdStart(proc, url, start, load, wall, cpu.user + cpu.system)
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"the demo exited with code {proc.returncode} before serving a page")
+
+
+def first_result(cold: ColdStart) -> float:
+    """Seconds from the process start to the answer of one ``/tag`` request sent through
+    gradio_client right after the first page (the model may still be loading)."""
+    from gradio_client import Client, handle_file
+    client = Client(cold.url, verbose=False, download_files=tempfile.mkdtemp(prefix="bench-demo-"))
+    model = _default_model_value(client)
+    page, *_ = client.predict(handle_file(str(EXAMPLES / "coffee.jpg")), "espresso", False, 10, model,
+                              api_name="/tag")
+    if "espresso" not in page:
+        raise SystemExit("the first result does not rank the typed tag: the demo is broken")
+    return time.perf_counter() - cold.start
+
+
+def _default_model_value(client) -> str:
+    """The model dropdown's default value, as the page sends it."""
+    return client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/tag"]["parameters"][4][
+        "parameter_default"]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cold_starts(model: str, n: int, root: Path) -> tuple[list[ColdStart], ColdStart]:
+    """``n`` fresh servers measured to the first page and the first result; the last one
+    is kept running (returned second) for the request and memory measurements."""
+    runs = []
+    for i in range(n):
+        cold = start_server(model, free_port(), root)
+        try:
+            cold.result_s = first_result(cold)
+        except BaseException:
+            stop(cold.proc)
+            raise
+        print(f"cold start {i + 1}/{n}: first page {cold.page_s:.2f} s ({cold.page_cpu_s:.2f} s CPU of the "
+              f"server), first result {cold.result_s:.2f} s (load average {cold.load:.1f} on "
+              f"{os.cpu_count()} cores)", flush=True)
+        runs.append(cold)
+        if i < n - 1:
+            stop(cold.proc)
+    return runs, runs[-1]
 
 
 def browser_requests(url: str, n: int) -> list[float]:
@@ -97,8 +163,7 @@ def memory_after(url: str, pid: int, n: int) -> tuple[float, float]:
     from gradio_client import Client, handle_file
     proc = psutil.Process(pid)
     client = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="bench-demo-"))
-    model = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/tag"]["parameters"][4][
-        "parameter_default"]
+    model = _default_model_value(client)
     photos = sorted(EXAMPLES.glob("*.jpg"))
     before = proc.memory_info().rss / 2**20
     for i in range(n):
@@ -110,26 +175,28 @@ def memory_after(url: str, pid: int, n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
+    parser.add_argument("--cold-starts", type=int, default=3, help="fresh servers to time (default 3)")
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--memory-requests", type=int, default=50)
+    parser.add_argument("--cold-only", action="store_true", help="only the cold starts")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose demo is run (default: this one)")
     args = parser.parse_args()
-    port = free_port()
-    load = os.getloadavg()
-    proc, cold, cold_cpu = start_server(args.model, port)
-    url = f"http://127.0.0.1:{port}/"
+    runs, cold = cold_starts(args.model, max(1, args.cold_starts), args.root.resolve())
+    pages, results = [r.page_s for r in runs], [r.result_s for r in runs]
+    print(f"cold start to first page: median {statistics.median(pages):.2f} s; to first result: median "
+          f"{statistics.median(results):.2f} s (over {len(runs)} starts)")
     try:
-        print(f"cold start to first served page: {cold:.2f} s wall, {cold_cpu:.2f} s CPU of the server "
-              f"(load average {load[0]:.1f} on {os.cpu_count()} cores)")
-        times = browser_requests(url, args.requests)
+        if args.cold_only:
+            return
+        times = browser_requests(cold.url, args.requests)
         print(f"request -> result shown in Chromium: median {statistics.median(times):.3f} s over {len(times)} "
               f"(min {min(times):.3f}, max {max(times):.3f})")
-        before, after = memory_after(url, proc.pid, args.memory_requests)
+        before, after = memory_after(cold.url, cold.proc.pid, args.memory_requests)
         print(f"server resident memory: {before:.0f} MiB after the browser requests, "
               f"{after:.0f} MiB after {args.memory_requests} more requests")
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(cold.proc)
 
 
 if __name__ == "__main__":

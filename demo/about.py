@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sdl_core import DEFAULT_MODEL, Tagger
-from sdl_core.registry import resolve_name
+from sdl_core.registry import DEFAULT_MODEL, resolve_name
+
+if TYPE_CHECKING:
+    from sdl_core.tagger import Tagger
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -5,6 +5,11 @@ each principal vector looks.
 starts it with the offline theme; ``python -m demo`` is the command line. Every
 number shown comes from ``sdl_core`` (one ``Tagger.analyze`` call per request);
 this module only wires inputs to it and results to components.
+
+Start-up is fast because the page needs no model: it is built from names and
+examples, served, and only then is the startup model loaded, in a background thread
+(torch, timm and the weights take seconds). A request sent before the model is ready
+waits for it, showing Gradio's usual progress.
 """
 from __future__ import annotations
 
@@ -29,9 +34,9 @@ from demo.about import README, about_markdown, measured_quality  # noqa: E402
 from demo.models import TaggerCache, model_choices  # noqa: E402
 from demo.render import (Shown, model_view, overlays_each, principal_captions, result_json,  # noqa: E402
                          safe_stem, tags_table_html, write_json)
-from sdl_core import DEFAULT_MODEL, parse_tags  # noqa: E402
 from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
-from sdl_core.tags import MAX_TAGS  # noqa: E402
+from sdl_core.registry import DEFAULT_MODEL  # noqa: E402
+from sdl_core.tags import MAX_TAGS, parse_tags  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,11 @@ EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 50
+#: Most heat maps side by side (one per principal vector). Fewer maps than this
+#: (K < 4) fill the row anyway (Gallery's fit_columns), so no model is needed to lay out the page.
+MAX_MAP_COLUMNS = 4
+#: The about panel until the startup model has loaded.
+ABOUT_LOADING = "*Loading the model…*"
 #: Requests waiting beyond this are refused ("queue full") instead of piling up.
 QUEUE_SIZE = 32
 #: Model forward passes run one at a time: torch already uses every core for one.
@@ -157,15 +167,16 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
               search_dirs: Sequence[str | Path] = (), *, device: str = "cpu", word_space: str | None = None,
               examples_dir: Path = EXAMPLES_DIR, readme: Path = README,
               json_root: Path | None = None) -> gr.Blocks:
-    """Build the app. The startup model is loaded here, so a bad ``model`` fails now
-    (an SDLError with a readable message) rather than on the first request."""
+    """Build the app without loading a model (``launch`` starts that in the background).
+
+    A ``model`` that is neither registered nor an existing file, or a checkpoint whose
+    header cannot be read, fails now (an SDLError with a readable message); any other
+    load error reaches the page as that model's message."""
     cache = TaggerCache(model_choices(model, models_dir), device=device, word_space=word_space)
-    tagger = cache.get()
     if json_root is None:
         json_root = Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
         atexit.register(shutil.rmtree, json_root, ignore_errors=True)
     handlers = Handlers(cache, json_root, readme)
-    about_now = handlers.about(cache.default)
     examples = example_rows(examples_dir)
     search_builder = _search_tab_builder()
 
@@ -198,14 +209,14 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
                     table = gr.HTML(value="<p>Tags appear here.</p>", label="Ranked tags", elem_id="sdl-table")
                     download = gr.File(label="Result as JSON", interactive=False, elem_id="sdl-json")
                     with gr.Accordion("About this model", open=False):
-                        about = gr.Markdown(about_now, label="About this model", elem_id="sdl-about")
+                        about = gr.Markdown(ABOUT_LOADING, label="About this model", elem_id="sdl-about")
             maps = gr.Gallery(label="Where each principal vector looks (caption: the tags it wins)",
-                              columns=min(tagger.config.k, 4), height="auto", format="jpeg",
+                              columns=MAX_MAP_COLUMNS, height="auto", format="jpeg",
                               object_fit="contain", elem_id="sdl-maps")
             tag_choice = gr.Dropdown(choices=[], label="Show one tag's map for each principal vector",
                                      interactive=True, elem_id="sdl-tag-choice")
             tag_maps = gr.Gallery(label="Maps of the chosen tag (one scale for all K)",
-                                  columns=min(tagger.config.k, 4), height="auto", format="jpeg",
+                                  columns=MAX_MAP_COLUMNS, height="auto", format="jpeg",
                                   object_fit="contain", elem_id="sdl-tag-maps")
             shown = gr.State(None, time_to_live=STATE_TTL_S)
 
@@ -223,6 +234,9 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
                              concurrency_limit=RENDER_CONCURRENCY)
             model_box.change(user_errors(handlers.about), model_box, about, api_name="about",
                              concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+            # the panel of the chosen model, filled when the page opens (waits for the startup load)
+            app.load(user_errors(handlers.about), model_box, about, api_visibility="private",
+                     concurrency_limit=RENDER_CONCURRENCY)
         if search_builder is not None:
             with gr.Tab("Search"):
                 search_builder(cache.get, [Path(d) for d in search_dirs])
@@ -232,11 +246,21 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
 
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> tuple:
-    """Start the server with the offline theme and the upload size limit of sdl_core."""
+    """Start the server with the offline theme and the upload size limit of sdl_core,
+    then load the startup model in the background (``app.tagger_cache.startup``).
+
+    Blocks like ``Blocks.launch`` unless ``prevent_thread_lock=True``."""
     options = dict(server_name=host, server_port=port, theme=offline_theme(), css=CSS,
                    max_file_size=MAX_IMAGE_BYTES, footer_links=["api"], show_error=False)
     options.update(kwargs)
-    return app.launch(**options)
+    block = not options.pop("prevent_thread_lock", False)
+    served = app.launch(prevent_thread_lock=True, **options)
+    cache = getattr(app, "tagger_cache", None)
+    if cache is not None:
+        cache.preload()
+    if block:
+        app.block_thread()
+    return served
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """``python -m demo``: start the app (offline, analytics off).
 
 Exit codes: 0 after a normal stop; 2 when the model or the flags are unusable
-(one line on stderr, no traceback).
+(one line on stderr, no traceback); 130 on Ctrl-C while the model loads.
+
+The page is served first and the startup model loads in the background: a name that
+is not registered or a checkpoint with an unreadable header is refused before serving;
+a model that fails to load later stops the server with the same one-line error.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _port(text: str) -> int:
@@ -49,7 +54,7 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
     args = build_parser(env).parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from sdl_core import SDLError  # heavy imports after the flags are known to be fine
+    from sdl_core.errors import SDLError  # gradio is imported after the flags are known to be fine
 
     from .app import build_app, launch
     missing = [d for d in args.search_dir if not Path(d).is_dir()]
@@ -62,5 +67,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     except SDLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    launch(app, host=args.host, port=args.port)
+    launch(app, host=args.host, port=args.port, prevent_thread_lock=True)
+    try:
+        app.tagger_cache.startup.result()  # the page is up meanwhile; requests wait for this load
+    except SDLError as exc:
+        app.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        app.close()
+        return EXIT_INTERRUPTED
+    app.block_thread()
     return 0

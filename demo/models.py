@@ -4,18 +4,26 @@ The dropdown offers the registered models, the ``--model`` the app was started
 with, and the ``.safetensors`` checkpoints in ``--models-dir``. A request can only
 pick one of those: a value sent by a client is checked against the list, so no
 request can make the server open an arbitrary path.
+
+Nothing here imports torch or timm until a model is loaded: the app is built from
+names and file headers, served, and the startup model loads in a background thread
+(``TaggerCache.preload``); a request that arrives first waits for that load.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from sdl_core import DEFAULT_MODEL, ModelNotFoundError, Tagger, WordSpaceError
-from sdl_core.registry import get_model, list_models, resolve_name
+from sdl_core.errors import CheckpointError, ModelNotFoundError, SDLError, WordSpaceError
+from sdl_core.registry import DEFAULT_MODEL, get_model, list_models, resolve_name
+
+if TYPE_CHECKING:
+    from sdl_core.tagger import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +61,26 @@ def folder_choices(folder: str | Path | None) -> list[ModelChoice]:
     return [ModelChoice(f"{Path(folder).name}/{p.name}", str(p.resolve())) for p in files]
 
 
+def check_checkpoint_header(path: Path) -> None:
+    """Refuse a ``.safetensors`` file whose header cannot be read, in milliseconds and
+    without torch, so ``python -m demo --model broken.safetensors`` fails before serving.
+    (The full check is the load itself, in the background.)"""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            fh.metadata()
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name}: not a readable safetensors checkpoint "
+                              f"(corrupt, truncated or another format): {exc}") from None
+
+
 def startup_choice(model: str) -> ModelChoice:
     """The ``--model`` value as a choice: an existing path wins over a registered name
     (as in ``Tagger.from_pretrained``)."""
     path = Path(model)
     if path.exists():
+        if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+            check_checkpoint_header(path)
         return ModelChoice(path.name, str(path.resolve()))
     name = resolve_name(model)
     if name is None:
@@ -79,7 +102,8 @@ def model_choices(model: str, models_dir: str | Path | None) -> list[ModelChoice
 class TaggerCache:
     """Loads each offered model once and keeps the most recently used few.
 
-    Thread-safe: two requests for a model being loaded wait for the one load.
+    Thread-safe: two requests for a model being loaded wait for the one load (a request
+    that arrives while ``preload`` loads the startup model waits for it too).
     """
 
     def __init__(self, choices: Sequence[ModelChoice], device: str = "cpu",
@@ -92,12 +116,15 @@ class TaggerCache:
         self._loaded: OrderedDict[str, Tagger] = OrderedDict()
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {v: threading.Lock() for v in self._allowed}
+        #: The background load of the startup model, once ``preload`` has started it.
+        self.startup: Future | None = None
 
     def _load(self, value: str) -> Tagger:
         """Load with the user's word space (``--word-space``) where it is the model's own.
 
         The startup model must accept it (a mismatch is the user's error); other
         models of another space keep their own."""
+        from sdl_core.tagger import Tagger  # torch and timm load here, off the page's critical path
         if self.word_space is not None:
             try:
                 return Tagger.from_pretrained(value, device=self.device, word_space=self.word_space)
@@ -136,3 +163,23 @@ class TaggerCache:
                     dropped, _ = self._loaded.popitem(last=False)
                     log.info("unloaded model %s (keeping %d)", self.label(dropped), self.max_loaded)
             return tagger
+
+    def preload(self) -> Future:
+        """Load the startup model in a background thread, once; the returned Future holds
+        the Tagger or the load's exception. A failed load is logged and tried again by
+        the next request that needs the model, which then shows its message."""
+        with self._lock:
+            if self.startup is not None:
+                return self.startup
+            self.startup = future = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(self.get())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the Future
+                log.error("loading model %s failed: %s", self.label(self.default), exc,
+                          exc_info=not isinstance(exc, SDLError))
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="sdl-preload", daemon=True).start()
+        return future

@@ -16,13 +16,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image
 
-from sdl_core import ImageTags, PreprocessConfig, TagResult
+from sdl_core.config import PreprocessConfig
+
+if TYPE_CHECKING:  # the tagger's module imports torch and timm: the page is served before they load
+    from sdl_core.tagger import ImageTags, TagResult
 
 #: Longest side of the photo under the heat maps (pixels): small pages, fast encoding.
 OVERLAY_SIDE = 320
@@ -33,7 +35,9 @@ COLORMAP = "inferno"
 
 @functools.lru_cache(maxsize=4)
 def colormap_lut(name: str = COLORMAP) -> np.ndarray:
-    """(256, 3) uint8 RGB lookup table of a matplotlib colormap."""
+    """(256, 3) uint8 RGB lookup table of a matplotlib colormap (imported here, on the
+    first map, not while the page starts)."""
+    from matplotlib import colormaps
     rgba = colormaps[name](np.linspace(0.0, 1.0, 256))
     return (rgba[:, :3] * 255.0 + 0.5).astype(np.uint8)
 

@@ -13,19 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import gradio as gr
 from PIL import Image
 
-from sdl_core import Tagger, load_image
-from sdl_core.search import (DEFAULT_INDEX_NAME, MODES, SearchIndex, SearchIndexError, SearchResult,
-                             check_compatible, entries_for_files, load_index, model_identity, search,
-                             update_index)
+from sdl_core.images import load_image
 from sdl_core.tags import parse_tags
 
 from .errors import user_errors
 from .render import OVERLAY_SIDE, model_view, normalize, overlay
+
+if TYPE_CHECKING:  # sdl_core.search imports torch: loaded by the first search, not while the page starts
+    from sdl_core.search import SearchIndex, SearchResult
+    from sdl_core.tagger import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class SearchState:
 
     def _seed(self, folder: Path, tagger: Tagger) -> SearchIndex | None:
         """The CLI's index in the folder, when it was built by this model for this folder."""
+        from sdl_core.search import DEFAULT_INDEX_NAME, SearchIndexError, check_compatible, load_index, model_identity
         path = folder / DEFAULT_INDEX_NAME
         if not path.is_file():
             return None
@@ -63,6 +65,7 @@ class SearchState:
 
     def folder_index(self, choice: str, tagger: Tagger, progress: Callable[[int, int], None]
                      ) -> tuple[SearchIndex, list[tuple[str, str]]]:
+        from sdl_core.search import SearchIndexError, model_identity, update_index
         folder = self.folders.get(choice)
         if folder is None:
             raise SearchIndexError(f"{choice!r} is not one of the folders this app was started with")
@@ -78,6 +81,7 @@ class SearchState:
     @staticmethod
     def upload_index(files: Sequence[str], tagger: Tagger, progress: Callable[[int, int], None]
                      ) -> tuple[SearchIndex, list[tuple[str, str]]]:
+        from sdl_core.search import SearchIndexError, entries_for_files, update_index
         if len(files) > MAX_UPLOADS:
             raise SearchIndexError(f"{len(files)} photos uploaded; the limit is {MAX_UPLOADS}")
         root, entries = entries_for_files(files)
@@ -87,6 +91,7 @@ class SearchState:
     def run(self, folder: str | None, uploads: Sequence[Any] | None, tags_text: str | None, mode: str,
             top_n: Any, progress: gr.Progress = gr.Progress()) -> tuple[list, list, str]:
         """One search: (matches gallery, heat-map gallery, notes in Markdown)."""
+        from sdl_core.search import MODES, search
         tags = parse_tags(tags_text or "")
         if not tags:
             raise gr.Error("Type at least one tag, e.g. \"dog, beach\".", print_exception=False)

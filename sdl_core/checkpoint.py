@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,9 +20,11 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig, PreprocessConfig
 from .errors import CheckpointError, SDLError, VocabularyError
-from .model import PrincipalVectorModel, SDLModel
 from .vocab import Vocabulary
 from .wordvec import AUTHORS_FASTTEXT
+
+if TYPE_CHECKING:  # timm loads when a model is built: reading a checkpoint's or an index's file needs no timm
+    from .model import PrincipalVectorModel, SDLModel
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor] | None = None) -> PrincipalVectorModel:
     """Instantiate the model a config describes and load ``state`` strictly."""
     if config.kind == "sdl":
+        from .model import SDLModel
         model: PrincipalVectorModel = SDLModel(config)
     elif config.kind == "conse":
         from .conse import ConSEModel  # the offline default's family
@@ -230,6 +234,7 @@ def import_official(checkpoint: str | Path, data_dir: str | Path, out: str | Pat
     config = ModelConfig(kind="sdl", backbone="tresnet_m", k=k, word_space=AUTHORS_FASTTEXT,
                          preprocess=OFFICIAL_PREPROCESS, reduction="max", name="sdl_tresnet_m.nus_wide",
                          description="The authors' SDL model (ICCV 2021), NUS-WIDE 925 seen / 81 unseen, K=7")
+    from .model import SDLModel
     model = SDLModel(config)
     ours = official_state_to_ours(state, k, d)
     for key in model.state_dict():  # BatchNorm's step counter has no InPlaceABN counterpart

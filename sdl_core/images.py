@@ -10,14 +10,16 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import PreprocessConfig
 from .errors import ImageError
+
+if TYPE_CHECKING:  # torch loads on the first to_tensor: reading images and the limits need no torch
+    import torch
 
 #: Largest image we decode, in pixels (width x height as declared in the header).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -162,6 +164,7 @@ def resize_for_model(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
 
 def to_tensor(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:
     """Stack RGB images into a normalised float tensor of shape (B, 3, S, S)."""
+    import torch
     arrays = [np.asarray(resize_for_model(img, cfg), dtype=np.uint8) for img in images]
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
