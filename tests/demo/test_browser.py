@@ -111,6 +111,12 @@ def test_upload_type_tags_and_see_tags_and_heat_maps(browser, default_server):
                            "return x && x.innerText !== t && x.querySelectorAll('tbody tr').length === 10; }",
                            arg=before)
     assert page.locator("#sdl-tags-input textarea").input_value() == EXAMPLE_TAGS["chelsea"]
+
+    # the about panel, filled when the page opened (the model loads after the page is served)
+    page.get_by_text("About this model", exact=True).first.click()
+    page.wait_for_function("() => (document.querySelector('#sdl-about')?.innerText || '')"
+                           ".includes('Measured quality')")
+    assert "Loading the model" not in page.locator("#sdl-about").inner_text()
     assert foreign == [], f"the page tried to reach other hosts: {foreign[:5]}"
     page.close()
     shot = Image.open(SCREENSHOT)
