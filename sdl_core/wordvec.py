@@ -7,10 +7,13 @@ its pip wheel; the offline default). All share one cache and one normalisation.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from operator import attrgetter
 from pathlib import Path
 from typing import Sequence
 
@@ -50,8 +53,9 @@ class WordSpace(ABC):
         return self.info.dim
 
     @abstractmethod
-    def _embed_new(self, tags: list[str]) -> list[np.ndarray | None]:
-        """Vectors (any norm) for normalised tags; None where the space has no vector."""
+    def _embed_new(self, tags: list[str]) -> list[np.ndarray | None] | np.ndarray:
+        """Vectors (any norm) for normalised tags: a list with None where the space has no
+        vector, or an N x D matrix with zero rows there."""
 
     def embed(self, tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Return (N x D unit vectors, N bools "found"). Missing tags get zero rows."""
@@ -77,18 +81,27 @@ class WordSpace(ABC):
         return out, found
 
 
-def _unit_vectors(vectors: list[np.ndarray | None], dim: int) -> list[np.ndarray | None]:
+def _unit_vectors(vectors: list[np.ndarray | None] | np.ndarray, dim: int) -> list[np.ndarray | None]:
     """Unit-length copies, normalised in one pass; None where a vector is missing, zero
-    or not finite (the space has no usable vector for that tag)."""
+    or not finite (the space has no usable vector for that tag).
+
+    ``vectors`` is a list (None where missing) or an N x D matrix (zero rows missing).
+    """
+    if isinstance(vectors, np.ndarray):
+        if vectors.ndim != 2 or vectors.shape[1] != dim:
+            raise WordSpaceError(f"word vectors have shape {vectors.shape}, expected (N, {dim})")
+        present = list(range(vectors.shape[0]))
+        matrix = np.array(vectors, dtype=np.float32)
+    else:
+        present = [i for i, v in enumerate(vectors) if v is not None]
+        if not present:
+            return [None] * len(vectors)
+        rows = [np.asarray(vectors[i], dtype=np.float32).reshape(-1) for i in present]
+        wrong = next((r.shape[0] for r in rows if r.shape[0] != dim), None)
+        if wrong is not None:
+            raise WordSpaceError(f"word vector has {wrong} dimensions, expected {dim}")
+        matrix = np.stack(rows)
     out: list[np.ndarray | None] = [None] * len(vectors)
-    present = [i for i, v in enumerate(vectors) if v is not None]
-    if not present:
-        return out
-    rows = [np.asarray(vectors[i], dtype=np.float32).reshape(-1) for i in present]
-    wrong = next((r.shape[0] for r in rows if r.shape[0] != dim), None)
-    if wrong is not None:
-        raise WordSpaceError(f"word vector has {wrong} dimensions, expected {dim}")
-    matrix = np.stack(rows)
     norms = np.linalg.norm(matrix, axis=1)
     usable = np.isfinite(norms) & (norms > 0)
     matrix /= np.where(usable, norms, 1.0)[:, None]
@@ -190,8 +203,23 @@ class FastTextSpace(WordSpace):
         return out
 
 
+#: Most distinct words whose WordLlama token ids are remembered (~10 MB when full).
+WORD_IDS_CACHE_SIZE = 50_000
+#: Sentencepiece's word-start mark: the Llama tokenizer turns every space into it.
+_WORD_MARK = "\u2581"
+_TOKEN_ID = attrgetter("id")
+
+
 class WordLlamaSpace(WordSpace):
-    """WordLlama's 256-d space, loaded from the weights inside the pip wheel (offline)."""
+    """WordLlama's 256-d space, loaded from the weights inside the pip wheel (offline).
+
+    A tag's vector is the mean of its tokens' embedding rows, made unit length: what
+    ``WordLlama.embed(norm=True)`` gives. We compute it ourselves because the library's
+    path (a tokenizer call per 64 tags padded to the longest, a dense masked mean) costs
+    more than the tokenizing. Tokenizing a tag word by word gives the same tokens (no
+    Llama-2 token joins a letter to the next word's mark), so token ids are remembered
+    per word and a new tag made of known words never reaches the tokenizer.
+    """
 
     def __init__(self) -> None:
         super().__init__(WORDLLAMA)
@@ -205,11 +233,120 @@ class WordLlamaSpace(WordSpace):
             self._model = WordLlama.load(dim=256, cache_dir=package_dir, disable_download=True)
         except Exception as exc:  # noqa: BLE001 - third-party loader raises many types
             raise WordSpaceError(f"cannot load the WordLlama weights shipped in {package_dir}: {exc}") from None
+        self._table = np.ascontiguousarray(self._model.embedding, dtype=np.float32)
+        text = self._model.tokenizer.to_str()
+        self._tokenizer = type(self._model.tokenizer).from_str(text)  # ours: no padding, no truncation
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        config = json.loads(text)
+        self._by_words = words_tokenize_alone(config)
+        specials = [t["content"] for t in config.get("added_tokens") or []]
+        # Tags the word split could change: a typed mark, special-token text, a leading or double space.
+        self._whole = re.compile("|".join([_WORD_MARK, "  ", "^ ", *map(re.escape, specials)]))
+        self._word_ids: dict[str, tuple[int, ...]] = {}
 
-    def _embed_new(self, tags: list[str]) -> list[np.ndarray | None]:
-        vecs = np.asarray(self._model.embed(tags, norm=True), dtype=np.float32)
-        nonzero = vecs.any(axis=1)
-        return [v if ok and t else None for t, v, ok in zip(tags, vecs, nonzero)]
+    def _embed_new(self, tags: list[str]) -> np.ndarray:
+        ids, counts = self._token_ids(tags)
+        return token_sums(self._table, ids, counts)
+
+    def _plain(self, text: str) -> bool:
+        """True when splitting at spaces cannot change the tokens: no typed word mark,
+        no special-token text, no leading or double space."""
+        return self._by_words and not self._whole.search(text)
+
+    def _token_ids(self, tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(all token ids, tags in order; number of tokens of each tag)."""
+        pieces: list[list[str]] = []
+        new_words: dict[str, None] = {}
+        new_wholes: dict[str, None] = {}
+        known = self._word_ids
+        ids_of: dict[str, tuple[int, ...]] = {}
+        for tag in tags:
+            plain = self._plain(tag)
+            parts = tag.split(" ") if plain and tag else [tag] if tag else []
+            pieces.append(parts)
+            for part in parts:
+                if part not in ids_of:
+                    ids = known.get(part)
+                    if ids is not None:
+                        ids_of[part] = ids
+                    else:
+                        (new_words if plain else new_wholes)[part] = None
+        fresh = self._tokenize_words(list(new_words))
+        fresh.update(self._tokenize_whole(list(new_wholes)))
+        ids_of.update(fresh)
+        if len(known) + len(fresh) > WORD_IDS_CACHE_SIZE:
+            known.clear()
+        if len(fresh) <= WORD_IDS_CACHE_SIZE:
+            known.update(fresh)
+        flat: list[int] = []
+        counts: list[int] = []
+        for parts in pieces:
+            before = len(flat)
+            for part in parts:
+                flat.extend(ids_of[part])
+            counts.append(len(flat) - before)
+        return np.asarray(flat, dtype=np.intp), np.asarray(counts, dtype=np.intp)
+
+    def _tokenize_words(self, words: list[str]) -> dict[str, tuple[int, ...]]:
+        """Token ids of plain words: straight to the BPE model with the word mark (all the
+        tokenizer's normalizer would do to them); the tokenizer's Encoding objects would
+        cost twice the BPE itself."""
+        bpe = self._tokenizer.model
+        return {word: tuple(map(_TOKEN_ID, bpe.tokenize(_WORD_MARK + word))) for word in words}
+
+    def _tokenize_whole(self, texts: list[str]) -> dict[str, tuple[int, ...]]:
+        """Token ids of each text on its own through the whole tokenizer, in one
+        pre-tokenized call (each text normalised and tokenized alone, as by ``encode_batch``)."""
+        if not texts:
+            return {}
+        encoding = self._tokenizer.encode(texts, is_pretokenized=True, add_special_tokens=False)
+        counts = np.bincount(np.asarray(encoding.word_ids, dtype=np.intp), minlength=len(texts)).tolist()
+        out: dict[str, tuple[int, ...]] = {}
+        ids, end = encoding.ids, 0
+        for text, n in zip(texts, counts):
+            out[text] = tuple(ids[end:end + n])
+            end += n
+        return out
+
+
+def words_tokenize_alone(config: dict) -> bool:
+    """Whether a tokenizer (its JSON config) gives a text the tokens of its space-separated
+    words tokenized one by one: the Llama-2 set-up (spaces become the word mark, no
+    pre-tokenizer) where no BPE token has the mark after another character."""
+    normalizer = config.get("normalizer") or {}
+    expected = [{"type": "Prepend", "prepend": _WORD_MARK},
+                {"type": "Replace", "pattern": {"String": " "}, "content": _WORD_MARK}]
+    model = config.get("model") or {}
+    if config.get("pre_tokenizer") is not None or model.get("type") != "BPE" or model.get("dropout"):
+        return False
+    if normalizer.get("type") != "Sequence" or normalizer.get("normalizers") != expected:
+        return False
+    return not any(_WORD_MARK in token.lstrip(_WORD_MARK) for token in model.get("vocab") or {})
+
+
+def token_sums(table: np.ndarray, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sum of ``table`` rows over consecutive runs of ``ids``: run i is ``counts[i]`` long.
+
+    Rows with no tokens stay zero. The sum points where the mean does and the caller
+    normalises, so there is no division by the count. Adds position by position (all
+    first tokens, then all second ones...): a few numpy calls, in each run's token order.
+    """
+    sums = np.zeros((len(counts), table.shape[1]), dtype=np.float32)
+    if ids.size == 0:
+        return sums
+    ids = np.clip(ids, 0, table.shape[0] - 1)
+    order = np.argsort(-counts, kind="stable")  # longest runs first: the live ones are a prefix
+    starts = (np.cumsum(counts) - counts)[order]
+    lengths = counts[order]
+    acc = np.zeros_like(sums)
+    live = int(np.count_nonzero(lengths))
+    for j in range(int(lengths[0])):
+        while lengths[live - 1] <= j:
+            live -= 1
+        acc[:live] += table[ids[starts[:live] + j]]
+    sums[order] = acc
+    return sums
 
 
 _KNOWN_FASTTEXT_STEMS = {"crawl-300d-2m-subword": AUTHORS_FASTTEXT.name}
