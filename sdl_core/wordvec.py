@@ -234,13 +234,9 @@ class WordLlamaSpace(WordSpace):
         except Exception as exc:  # noqa: BLE001 - third-party loader raises many types
             raise WordSpaceError(f"cannot load the WordLlama weights shipped in {package_dir}: {exc}") from None
         self._table = np.ascontiguousarray(self._model.embedding, dtype=np.float32)
-        text = self._model.tokenizer.to_str()
-        self._tokenizer = type(self._model.tokenizer).from_str(text)  # ours: no padding, no truncation
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
-        config = json.loads(text)
-        self._by_words = words_tokenize_alone(config)
-        specials = [t["content"] for t in config.get("added_tokens") or []]
+        self._tokenizer = self._model.tokenizer  # shared, only read (a copy costs ~0.1 s at load)
+        self._by_words = words_tokenize_alone(tokenizer_facts(self._tokenizer))
+        specials = [t.content for t in self._tokenizer.get_added_tokens_decoder().values()]
         # Tags the word split could change: a typed mark, special-token text, a leading or double space.
         self._whole = re.compile("|".join([_WORD_MARK, "  ", "^ ", *map(re.escape, specials)]))
         self._word_ids: dict[str, tuple[int, ...]] = {}
@@ -298,16 +294,26 @@ class WordLlamaSpace(WordSpace):
     def _tokenize_whole(self, texts: list[str]) -> dict[str, tuple[int, ...]]:
         """Token ids of each text on its own through the whole tokenizer, in one
         pre-tokenized call (each text normalised and tokenized alone, as by ``encode_batch``)."""
-        if not texts:
-            return {}
-        encoding = self._tokenizer.encode(texts, is_pretokenized=True, add_special_tokens=False)
-        counts = np.bincount(np.asarray(encoding.word_ids, dtype=np.intp), minlength=len(texts)).tolist()
-        out: dict[str, tuple[int, ...]] = {}
-        ids, end = encoding.ids, 0
-        for text, n in zip(texts, counts):
-            out[text] = tuple(ids[end:end + n])
-            end += n
-        return out
+        out: dict[str, list[int]] = {text: [] for text in texts}
+        if texts:
+            encoding = self._tokenizer.encode(texts, is_pretokenized=True, add_special_tokens=False)
+            for token, owner in zip(encoding.ids, encoding.word_ids):
+                if owner is not None:  # None: padding
+                    out[texts[owner]].append(token)
+        return {text: tuple(ids) for text, ids in out.items()}
+
+
+def tokenizer_facts(tokenizer) -> dict:
+    """The parts of a ``tokenizers.Tokenizer`` config that decide whether words tokenize
+    alone (the shape of its JSON config, without serialising the whole vocabulary)."""
+    try:
+        normalizer = json.loads(tokenizer.normalizer.__getstate__()) if tokenizer.normalizer else None
+        return {"normalizer": normalizer,
+                "pre_tokenizer": None if tokenizer.pre_tokenizer is None else type(tokenizer.pre_tokenizer).__name__,
+                "model": {"type": type(tokenizer.model).__name__, "dropout": getattr(tokenizer.model, "dropout", None),
+                          "vocab": tokenizer.get_vocab()}}
+    except (AttributeError, TypeError, ValueError):  # another tokenizers version: no word split, still exact
+        return {}
 
 
 def words_tokenize_alone(config: dict) -> bool:

@@ -7,7 +7,8 @@ from sdl_core.errors import WordSpaceError
 from sdl_core.tags import normalize_tag, parse_tags
 from sdl_core import wordvec
 from sdl_core.wordvec import (AUTHORS_FASTTEXT, WORDLLAMA, FastTextSpace, TableSpace, WordLlamaSpace,
-                              fasttext_space_name, load_word_space, token_sums, words_tokenize_alone)
+                              fasttext_space_name, load_word_space, token_sums, tokenizer_facts,
+                              words_tokenize_alone)
 
 
 def test_normalize_tag_nfc_case_spaces_stars_controls():
@@ -149,7 +150,8 @@ def test_wordllama_tokens_equal_the_tokenizer(llama, monkeypatch):
     assert llama._by_words  # the shipped Llama-2 tokenizer allows the word split
     raw = [" 日本", "1 ", "hot  1", " "]  # not normalised: odd spaces must not be split either
     keys = [normalize_tag(t) for t in TRICKY_TAGS] + raw
-    expected = [e.ids for e in llama._tokenizer.encode_batch(keys, add_special_tokens=False)]
+    batch = llama._model.tokenizer.encode_batch(keys, add_special_tokens=False)  # padded to the longest
+    expected = [[i for i, keep in zip(e.ids, e.attention_mask) if keep] for e in batch]
     for by_words in (True, False):  # the word path, then everything through the whole tokenizer
         monkeypatch.setattr(llama, "_by_words", by_words)
         monkeypatch.setattr(llama, "_word_ids", {})
@@ -169,7 +171,7 @@ def test_wordllama_typed_tags_in_bulk_equal_the_library(llama):
 
 def test_wordllama_tag_whose_tokens_sum_to_zero_has_no_vector(llama, monkeypatch):
     table = llama._table.copy()
-    dog = llama._tokenizer.encode("dog", add_special_tokens=False).ids
+    dog = llama._model.tokenizer.encode("dog", add_special_tokens=False).ids
     table[dog] = 0.0
     monkeypatch.setattr(llama, "_table", table)
     vectors = wordvec._unit_vectors(llama._embed_new(["dog", "hot dog", ""]), llama.dim)
@@ -187,8 +189,11 @@ def test_token_sums_add_each_run_in_order():
     assert not token_sums(table, ids[:0], np.zeros(3, dtype=np.intp)).any()
 
 
-def test_word_split_is_refused_for_other_tokenizers():
+def test_word_split_is_refused_for_other_tokenizers(llama):
     mark = "\u2581"
+    facts = tokenizer_facts(llama._tokenizer)
+    assert facts["pre_tokenizer"] is None and len(facts["model"]["vocab"]) == 32000
+    assert words_tokenize_alone(facts) and not words_tokenize_alone(tokenizer_facts(object()))
     llama_like = {"pre_tokenizer": None, "model": {"type": "BPE", "vocab": {mark + "dog": 0, "og": 1}},
                   "normalizer": {"type": "Sequence", "normalizers": [
                       {"type": "Prepend", "prepend": mark},
@@ -217,3 +222,12 @@ def test_unit_vectors_take_a_matrix():
     assert vectors[1] is None and vectors[2] is None
     with pytest.raises(WordSpaceError, match="expected"):
         wordvec._unit_vectors(np.zeros((2, 3)), 2)
+
+
+def test_wordllama_whole_tags_ignore_tokenizer_padding(llama, monkeypatch):
+    texts = ["<s> dog", "x\u2581 1"]
+    expected = llama._tokenize_whole(texts)
+    padded = type(llama._tokenizer).from_str(llama._tokenizer.to_str())
+    padded.enable_padding(length=64)  # the shared tokenizer's settings are WordLlama's to choose
+    monkeypatch.setattr(llama, "_tokenizer", padded)
+    assert llama._tokenize_whole(texts) == expected and all(expected.values())
