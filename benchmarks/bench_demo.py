@@ -47,6 +47,7 @@ class ColdStart:
     page_s: float  # start -> first page served
     page_cpu_s: float  # CPU seconds the server had used by then
     result_s: float | None = None  # start -> first /tag result through gradio_client
+    result_cpu_s: float | None = None  # CPU seconds the server had used by then
 
 
 def start_server(model: str, port: int, root: Path = ROOT) -> ColdStart:
@@ -72,9 +73,11 @@ def start_server(model: str, port: int, root: Path = ROOT) -> ColdStart:
     raise SystemExit(f"the demo exited with code {proc.returncode} before serving a page")
 
 
-def first_result(cold: ColdStart) -> float:
+def first_result(cold: ColdStart) -> tuple[float, float]:
     """Seconds from the process start to the answer of one ``/tag`` request sent through
-    gradio_client right after the first page (the model may still be loading)."""
+    gradio_client right after the first page (the model may still be loading), and the
+    CPU seconds the server had used by then."""
+    import psutil
     from gradio_client import Client, handle_file
     client = Client(cold.url, verbose=False, download_files=tempfile.mkdtemp(prefix="bench-demo-"))
     model = _default_model_value(client)
@@ -82,7 +85,9 @@ def first_result(cold: ColdStart) -> float:
                               api_name="/tag")
     if "espresso" not in page:
         raise SystemExit("the first result does not rank the typed tag: the demo is broken")
-    return time.perf_counter() - cold.start
+    wall = time.perf_counter() - cold.start
+    cpu = psutil.Process(cold.proc.pid).cpu_times()
+    return wall, cpu.user + cpu.system
 
 
 def _default_model_value(client) -> str:
@@ -107,13 +112,13 @@ def cold_starts(model: str, n: int, root: Path) -> tuple[list[ColdStart], ColdSt
     for i in range(n):
         cold = start_server(model, free_port(), root)
         try:
-            cold.result_s = first_result(cold)
+            cold.result_s, cold.result_cpu_s = first_result(cold)
         except BaseException:
             stop(cold.proc)
             raise
         print(f"cold start {i + 1}/{n}: first page {cold.page_s:.2f} s ({cold.page_cpu_s:.2f} s CPU of the "
-              f"server), first result {cold.result_s:.2f} s (load average {cold.load:.1f} on "
-              f"{os.cpu_count()} cores)", flush=True)
+              f"server), first result {cold.result_s:.2f} s ({cold.result_cpu_s:.2f} s CPU) "
+              f"(load average {cold.load:.1f} on {os.cpu_count()} cores)", flush=True)
         runs.append(cold)
         if i < n - 1:
             stop(cold.proc)
