@@ -165,11 +165,11 @@ def inference_copy(model: nn.Module, options: InferenceOptions = InferenceOption
         return model
     for p in fast.parameters():
         p.requires_grad_(False)
+    if options.runtime == "auto" and _attach_onnx_runtime(fast):
+        return fast  # ONNX Runtime folds norms itself and wants plain NCHW input
     if options.fold_bn:
         folded = fold_batchnorm(fast)
         log.debug("folded %d BatchNorms of %s", folded, type(model).__name__)
-    if options.runtime == "auto" and _attach_onnx_runtime(fast):
-        return fast  # ONNX Runtime wants plain NCHW input
     if options.channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     return fast

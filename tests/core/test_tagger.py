@@ -1,4 +1,6 @@
 """Tagger: typed tags, not-in-vocabulary, seen flags, batching, word-space checks, analysis."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -110,6 +112,29 @@ def test_tag_files_reports_bad_files_and_tags_the_rest(tagger, tmp_path):
     assert [p for p, _ in out].count(str(bad)) == 1
     assert sum(isinstance(r, ImageError) for _, r in out) == 1
     assert sorted(p for p, r in out if not isinstance(r, ImageError)) == sorted(map(str, paths))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 16])
+def test_tag_files_yields_in_input_order_with_each_images_own_tags(tagger, tmp_path, batch_size):
+    """Batches are read one ahead in a thread: order and pairing must survive it."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"broken")
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"p{i}.png"
+        make_photo(seed=10 + i).save(p)
+        paths.append(p)
+    order = [bad, paths[0], paths[1], bad, paths[2], paths[3], paths[4], paths[5], bad, paths[6]]
+    out = list(tagger.tag_files(order, extra_tags=["sky"], top_k=3, batch_size=batch_size))
+    assert [p for p, _ in out] == [str(p) for p in order]
+    for path, result in out:
+        if Path(path) == bad:
+            assert isinstance(result, ImageError)
+        else:
+            alone = tagger.tag(path, extra_tags=["sky"], top_k=3)
+            assert result.image == str(path)
+            assert [t.tag for t in result] == [t.tag for t in alone]
+            np.testing.assert_allclose([t.score for t in result], [t.score for t in alone], atol=1e-4)
 
 
 def test_analyze_gives_tags_and_exact_maps(tagger):
