@@ -328,7 +328,7 @@ def section_cli(repeats: int, folder: Path, cold: bool) -> list[Row]:
     default_parts()  # the model is built once per process, as in one CLI run
     one = "one by one (--batch-size 1)"
     cases = {one: lambda i: run_cli(["tag", *paths, "--json", "--batch-size", "1"]),
-             "batched (default --batch-size 16)": lambda i: run_cli(["tag", *paths, "--json"])}
+             "batched (default: --batch-size 4 on the CPU)": lambda i: run_cli(["tag", *paths, "--json"])}
     times = interleaved(cases, repeats)
     rows = []
     for name, values in times.items():

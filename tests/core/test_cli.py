@@ -102,3 +102,13 @@ def test_import_official_command(tmp_path):
 def test_import_official_missing_file_is_exit_2(tmp_path):
     out = run_cli("import-official", tmp_path / "nope.pth", tmp_path, tmp_path / "o.safetensors")
     assert out.returncode == 2 and "no such file" in out.stderr
+
+
+def test_default_batch_size_follows_the_device():
+    from argparse import Namespace
+
+    from sdl_core.cli import CPU_BATCH_SIZE, DEVICE_BATCH_SIZE, default_batch_size
+
+    assert default_batch_size(Namespace(batch_size=None, device="cpu")) == CPU_BATCH_SIZE
+    assert default_batch_size(Namespace(batch_size=None, device="cuda:1")) == DEVICE_BATCH_SIZE
+    assert default_batch_size(Namespace(batch_size=7, device="cpu")) == 7
