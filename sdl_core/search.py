@@ -40,7 +40,6 @@ from safetensors.torch import save_file
 from .checkpoint import read_tagged_safetensors
 from .config import ModelConfig, WordSpaceInfo
 from .errors import SDLError, TagInputError
-from .images import load_image
 from .scoring import score_tags
 from .tags import clean_tags, parse_tags
 from .vocab import Vocabulary
@@ -417,20 +416,17 @@ def _encode_entries(root: Path, todo: list[FileEntry], tagger: "Tagger", batch_s
     done_entries: list[FileEntry] = []
     done_vectors: list[torch.Tensor] = []
     done = 0
+    paths = [root / Path(*entry.path.split("/")) for entry in todo]
     try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            images, ok = [], []
-            for entry in batch:
-                try:
-                    images.append(load_image(root / Path(*entry.path.split("/"))))
-                    ok.append(entry)
-                except SDLError as exc:
-                    report.failed.append((entry.path, str(exc)))
-            if images:
-                done_vectors.append(_storage(tagger.encode(images).vectors).float())  # as saved: in memory == on disk
-                done_entries.extend(ok)
-            done += len(batch)
+        for loaded, encoded in tagger.encode_files(paths, batch_size):
+            batch = todo[done:done + len(loaded)]
+            for entry, (_, error) in zip(batch, loaded):
+                if error is not None:
+                    report.failed.append((entry.path, str(error)))
+            if encoded is not None:
+                done_vectors.append(_storage(encoded.vectors).float())  # as saved: in memory == on disk
+                done_entries.extend(entry for entry, (_, error) in zip(batch, loaded) if error is None)
+            done += len(loaded)
             if progress is not None:
                 progress(done, len(todo))
     except KeyboardInterrupt:

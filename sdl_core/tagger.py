@@ -227,13 +227,12 @@ class Tagger:
 
     def _tag_loaded(self, images: list[Image.Image], names: list[str | None], extra_tags: Iterable[str],
                     top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
-        pixels = to_tensor(images, self.config.preprocess)
-        return self._tag_pixels(pixels, names, extra_tags, top_k, vocabulary, only_extra)
+        encoded = self._encode_pixels(to_tensor(images, self.config.preprocess))
+        return self._tag_encoded(encoded, names, extra_tags, top_k, vocabulary, only_extra)
 
-    def _tag_pixels(self, pixels: torch.Tensor, names: list[str | None], extra_tags: Iterable[str],
-                    top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
+    def _tag_encoded(self, encoded: Encoded, names: list[str | None], extra_tags: Iterable[str],
+                     top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
         req = self._request(extra_tags, vocabulary, only_extra)
-        encoded = self._encode_pixels(pixels)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
         return [self._rank(scores[b], winners[b], req, top_k, names[b])[0] for b in range(len(names))]
 
@@ -250,17 +249,14 @@ class Tagger:
                 entries.append((path, exc))
         return entries, (to_tensor(images, self.config.preprocess) if images else None)
 
-    def tag_files(self, paths: Sequence[str | Path], extra_tags: Iterable[str] = (), top_k: int = 10,
-                  vocabulary: Vocabulary | None = None, only_extra: bool = False, batch_size: int = 16
-                  ) -> Iterator[tuple[str, ImageTags | SDLError]]:
-        """Tag many files in batches, yielding in the order given; a bad file yields its
-        error and the rest go on.
+    def encode_files(self, paths: Sequence[str | Path], batch_size: int = 16
+                     ) -> Iterator[tuple[list[tuple[str, SDLError | None]], Encoded | None]]:
+        """Encode files batch by batch. Yields, per batch, each path with its error (None
+        if it loaded) and the Encoded of the files that loaded, in that order (None if none did).
 
         The next batch is decoded and resized in a background thread while this one runs
         through the model (both release the GIL): ~1.2x the images/s on 2 cores.
         """
-        extra_tags = list(extra_tags)
-        self._request(extra_tags, vocabulary, only_extra)  # tag errors surface before any image work
         size = max(1, batch_size)
         batches = [[str(p) for p in paths[start:start + size]] for start in range(0, len(paths), size)]
         if not batches:
@@ -271,11 +267,21 @@ class Tagger:
                 entries, pixels = upcoming.result()
                 if i + 1 < len(batches):
                     upcoming = reader.submit(self._read_files, batches[i + 1])
-                names = [path for path, error in entries if error is None]
-                tagged = iter(self._tag_pixels(pixels, names, extra_tags, top_k, vocabulary, only_extra)
-                              if names else [])
-                for path, error in entries:
-                    yield path, (error if error is not None else next(tagged))
+                yield entries, (self._encode_pixels(pixels) if pixels is not None else None)
+
+    def tag_files(self, paths: Sequence[str | Path], extra_tags: Iterable[str] = (), top_k: int = 10,
+                  vocabulary: Vocabulary | None = None, only_extra: bool = False, batch_size: int = 16
+                  ) -> Iterator[tuple[str, ImageTags | SDLError]]:
+        """Tag many files in batches (read ahead, see :meth:`encode_files`), yielding in the
+        order given; a bad file yields its error and the rest go on."""
+        extra_tags = list(extra_tags)
+        self._request(extra_tags, vocabulary, only_extra)  # tag errors surface before any image work
+        for entries, encoded in self.encode_files(paths, batch_size):
+            names = [path for path, error in entries if error is None]
+            tagged = iter(self._tag_encoded(encoded, names, extra_tags, top_k, vocabulary, only_extra)
+                          if encoded is not None else [])
+            for path, error in entries:
+                yield path, (error if error is not None else next(tagged))
 
     @torch.inference_mode()
     def analyze(self, image: ImageSource, extra_tags: Iterable[str] = (), top_k: int = 10,

@@ -84,15 +84,15 @@ def folder(tmp_path: Path) -> Path:
 
 
 def counting(tagger: Tagger) -> list[int]:
-    """Record how many images each encode call gets."""
+    """Record how many images each forward pass gets."""
     calls: list[int] = []
-    encode = tagger.encode
+    encode = tagger._encode_pixels
 
-    def wrapped(images, with_maps=False):
-        calls.append(len(images))
-        return encode(images, with_maps=with_maps)
+    def wrapped(pixels, with_maps=False):
+        calls.append(pixels.shape[0])
+        return encode(pixels, with_maps=with_maps)
 
-    tagger.encode = wrapped  # type: ignore[method-assign]
+    tagger._encode_pixels = wrapped  # type: ignore[method-assign]
     return calls
 
 
