@@ -7,6 +7,7 @@ file, never unpickles, and is strict.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -68,6 +69,16 @@ def read_tagged_safetensors(path: Path, fmt: str, error: type[SDLError], what: s
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise error(f"{path.name}: not a readable {noun} (corrupt, truncated or another format): {exc}{hint}") from None
     return meta, tensors
+
+
+def hash_tensors(digest: "hashlib._Hash", state: dict[str, torch.Tensor]) -> None:
+    """Feed every tensor (name, dtype, shape, bytes; in name order) to ``digest``: equal
+    digests mean equal weights (search indexes and cached ONNX graphs are keyed by it)."""
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Vocabulary]:

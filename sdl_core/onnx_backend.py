@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import hash_tensors
+
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the export recipe changes, so stale cached graphs are never reused.
@@ -75,11 +77,7 @@ def graph_key(trunk: nn.Module, input_size: int) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{_EXPORT_VERSION}|{type(trunk).__qualname__}|{input_size}|{torch.__version__}|"
                   f"{onnxruntime.__version__}".encode())
-    for name, tensor in trunk.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        if tensor.numel():
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    hash_tensors(digest, trunk.state_dict())
     return digest.hexdigest()
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import read_tagged_safetensors
+from .checkpoint import hash_tensors, read_tagged_safetensors
 from .config import ModelConfig, WordSpaceInfo
 from .errors import SDLError, TagInputError
 from .scoring import score_tags
@@ -115,11 +115,7 @@ def weights_fingerprint(config: ModelConfig, state: dict[str, torch.Tensor]) -> 
     """Hash of config + every tensor (name, dtype, shape, bytes): equal iff same vectors come out."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(config.to_json().encode())
-    for key in sorted(state):
-        tensor = state[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        if tensor.numel():
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    hash_tensors(digest, state)
     return digest.hexdigest()
 
 
@@ -419,13 +415,13 @@ def _encode_entries(root: Path, todo: list[FileEntry], tagger: "Tagger", batch_s
     paths = [root / Path(*entry.path.split("/")) for entry in todo]
     try:
         for loaded, encoded in tagger.encode_files(paths, batch_size):
-            batch = todo[done:done + len(loaded)]
-            for entry, (_, error) in zip(batch, loaded):
-                if error is not None:
+            for entry, (_, error) in zip(todo[done:done + len(loaded)], loaded):
+                if error is None:
+                    done_entries.append(entry)
+                else:
                     report.failed.append((entry.path, str(error)))
             if encoded is not None:
                 done_vectors.append(_storage(encoded.vectors).float())  # as saved: in memory == on disk
-                done_entries.extend(entry for entry, (_, error) in zip(batch, loaded) if error is None)
             done += len(loaded)
             if progress is not None:
                 progress(done, len(todo))
