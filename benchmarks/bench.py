@@ -43,9 +43,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from sdl_core import cli  # noqa: E402
-from sdl_core.checkpoint import OFFICIAL_PREPROCESS  # noqa: E402
 from sdl_core.config import ModelConfig  # noqa: E402
 from sdl_core.model import SDLModel  # noqa: E402
+from sdl_core.official import OFFICIAL_PREPROCESS  # noqa: E402
 from sdl_core.scoring import score_tags, top_k_indices  # noqa: E402
 from sdl_core.tagger import Tagger  # noqa: E402
 from sdl_core.vocab import Vocabulary  # noqa: E402

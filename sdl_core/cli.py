@@ -105,7 +105,7 @@ def _print_human(result, with_header: bool) -> None:
 
 
 def cmd_import_official(args: argparse.Namespace) -> int:
-    from .checkpoint import import_official
+    from .official import import_official
     model, vocab = import_official(args.checkpoint, args.data_dir, args.out)
     print(f"wrote {args.out}: {model.config.backbone}, K={model.config.k}, D={model.config.d}, "
           f"{len(vocab)} tags ({int((~vocab.seen).sum())} unseen)")
@@ -113,8 +113,9 @@ def cmd_import_official(args: argparse.Namespace) -> int:
 
 
 def cmd_download_official(args: argparse.Namespace) -> int:
-    from .checkpoint import import_official
-    from .download import download_official, sha256_of
+    from .official import import_official
+    from .download import sha256_of
+    from .official import download_official
     model_path, data_dir = download_official(args.folder)
     print(f"downloaded {model_path} (sha256 {sha256_of(model_path)}) and the vocabulary files into {data_dir}")
     if args.out:

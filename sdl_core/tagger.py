@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import import_official, load_checkpoint
+from .checkpoint import load_checkpoint
+from .official import import_official
 from .errors import ModelNotFoundError, SDLError, TagInputError, WordSpaceError
 from .images import ImageSource, load_image, to_tensor
 from .model import Encoded, PrincipalVectorModel

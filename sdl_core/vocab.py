@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -98,21 +98,31 @@ class Vocabulary:
             raise VocabularyError(f"{folder}: missing the authors' data files {missing}")
         classes = safe_load_pickle(folder / "classes.pickle")
         unseen = safe_load_pickle(folder / "unseen_classes.pickle")
-        wordvecs = safe_load_pickle(folder / "wordvec_array.pickle")
-        if isinstance(wordvecs, dict) and "wordvec_array" in wordvecs:
-            wordvecs = wordvecs["wordvec_array"]
+        table = safe_load_pickle(folder / "wordvec_array.pickle")
         if not isinstance(classes, dict) or not isinstance(unseen, (list, tuple, set)):
             raise VocabularyError(f"{folder}: classes.pickle must be a dict and unseen_classes.pickle a list")
-        wordvecs = np.asarray(wordvecs, dtype=np.float32).squeeze()
         n = len(classes)
-        if wordvecs.ndim != 2 or n not in wordvecs.shape:
-            raise VocabularyError(f"{folder}: word vectors of shape {wordvecs.shape} do not fit {n} classes")
-        if wordvecs.shape[0] != n:  # stored as D x N
-            wordvecs = wordvecs.T
+        try:
+            wordvecs = authors_table_rows(table, n)
+        except ValueError as exc:
+            raise VocabularyError(f"{folder}: {exc}") from None
         tags = [str(classes[i]) for i in range(n)]
         unseen_set = {normalize_tag(t) for t in unseen}
         seen = np.array([normalize_tag(t) not in unseen_set for t in tags])
         return cls(tags, unit_rows(wordvecs), seen)
+
+
+def authors_table_rows(table: Any, n: int) -> np.ndarray:
+    """The authors' word-vector table (``wordvec_array.pickle``: an array, or a dict holding
+    one under ``wordvec_array``; stored D x N) as (n, D) float32 rows.
+
+    Raises ValueError naming the shape when the table does not fit ``n`` tags."""
+    if isinstance(table, dict) and "wordvec_array" in table:
+        table = table["wordvec_array"]
+    array = np.asarray(table, dtype=np.float32).squeeze()
+    if array.ndim != 2 or n not in array.shape:
+        raise ValueError(f"word vectors of shape {array.shape} do not fit {n} classes")
+    return array if array.shape[0] == n else array.T
 
 
 def read_tag_file(path: str | Path) -> list[str]:
