@@ -243,8 +243,9 @@ def _with_threads(n: int, fn: Callable[[], object]) -> object:
 # --- section 2: the default model end to end -------------------------------------------
 
 def default_parts():
-    from sdl_core.registry import get_model
-    return get_model("default").builder()
+    from sdl_core.factory import load_model
+    loaded = load_model("default")
+    return loaded.model, loaded.vocabulary, loaded.word_space
 
 
 def section_default(repeats: int) -> list[Row]:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from demo.errors import user_errors  # noqa: E402
-from demo.about import README, about_markdown, measured_quality  # noqa: E402
+from demo.about import about_markdown, measured_quality  # noqa: E402
 from demo.models import TaggerCache, model_choices  # noqa: E402
 from demo.render import (Shown, model_view, overlays_each, principal_captions, result_json,  # noqa: E402
                          safe_stem, tags_table_html, write_json)
@@ -108,10 +108,9 @@ def check_top_k(value: Any) -> int:
 class Handlers:
     """The event functions; state lives in the TaggerCache (models) and gr.State (results)."""
 
-    def __init__(self, cache: TaggerCache, json_root: Path, readme: Path = README) -> None:
+    def __init__(self, cache: TaggerCache, json_root: Path) -> None:
         self.cache = cache
         self.json_root = json_root
-        self.readme = readme
 
     def tag(self, image: dict | str | None, tags_text: str | None, only_typed: bool, top_k: Any, model: str | None
             ) -> tuple:
@@ -144,7 +143,7 @@ class Handlers:
     def about(self, model: str | None) -> str:
         tagger = self.cache.get(model)
         value = model or self.cache.default
-        return about_markdown(tagger, self.cache.label(value), measured_quality(value, self.readme))
+        return about_markdown(tagger, self.cache.label(value), measured_quality(value))
 
 
 def example_rows(folder: Path) -> list[list[str]]:
@@ -165,7 +164,7 @@ def _search_tab_builder() -> Callable | None:
 
 def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "models",
               search_dirs: Sequence[str | Path] = (), *, device: str = "cpu", word_space: str | None = None,
-              examples_dir: Path = EXAMPLES_DIR, readme: Path = README,
+              examples_dir: Path = EXAMPLES_DIR,
               json_root: Path | None = None) -> gr.Blocks:
     """Build the app without loading a model (``launch`` starts that in the background).
 
@@ -176,7 +175,7 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
     if json_root is None:
         json_root = Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
         atexit.register(shutil.rmtree, json_root, ignore_errors=True)
-    handlers = Handlers(cache, json_root, readme)
+    handlers = Handlers(cache, json_root)
     examples = example_rows(examples_dir)
     search_builder = _search_tab_builder()
 

@@ -618,11 +618,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _model_source(name: str) -> tuple[str, bool]:
     """(recorded source, is a path): a checkpoint's absolute path, or a registered name."""
-    path = Path(name)
-    if path.exists():
-        return str(path.resolve()), True
-    from .registry import resolve_name
-    return resolve_name(name) or name, False
+    from .factory import resolve
+    source = resolve(name)
+    return source.value, source.is_file
 
 
 def cmd_index(args: argparse.Namespace) -> int:
