@@ -56,7 +56,7 @@ try:  # absent before the optimisations existed: the benchmark still runs, witho
 except ImportError:  # pragma: no cover
     InferenceOptions = None  # type: ignore[assignment,misc]
 
-EXAMPLES = ROOT / "assets" / "examples"
+EXAMPLES = ROOT / "demo" / "examples"
 PHOTO = EXAMPLES / "rocket.jpg"
 ADJECTIVES = ("red", "small", "old", "wooden", "shiny", "wet", "striped", "frozen", "broken", "golden",
               "quiet", "tall", "round", "dusty", "bright", "narrow", "soft", "busy", "empty", "ancient")

@@ -22,7 +22,7 @@ from sdl_core.registry import resolve_name
 from sdl_core.vocab import read_tag_file
 
 ROOT = Path(__file__).resolve().parents[2]
-COFFEE = ROOT / "assets" / "examples" / "coffee.jpg"
+COFFEE = ROOT / "demo" / "examples" / "coffee.jpg"
 COFFEE_LIKE = {"espresso", "coffee", "cup", "coffee mug", "espresso maker", "beverage", "coffeepot", "mug"}
 sys.path.insert(0, str(ROOT / "tools"))
 
