@@ -126,7 +126,10 @@ class Tagger:
         self.word_space = word_space
         self._seen = set(vocabulary.seen_tags)
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
-        options = optimize if isinstance(optimize, InferenceOptions) else InferenceOptions() if optimize else UNOPTIMISED
+        if isinstance(optimize, InferenceOptions):
+            options = optimize
+        else:
+            options = InferenceOptions() if optimize else UNOPTIMISED
         self._runner = InferenceRunner(self.model, options)
         self._runner.get()  # pay for the copy at load time, not on the first request
         #: Where the model came from, when it was loaded by name or path (``from_pretrained``).

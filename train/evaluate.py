@@ -37,7 +37,8 @@ class Evaluation:
         return out
 
 
-def random_baseline(targets: torch.Tensor, seen: np.ndarray, draws: int = 10, seed: int = 0) -> dict[str, SettingResult]:
+def random_baseline(targets: torch.Tensor, seen: np.ndarray, draws: int = 10, seed: int = 0
+                    ) -> dict[str, SettingResult]:
     """The same metrics for uniformly random scores, averaged over ``draws`` seeded draws."""
     generator = torch.Generator().manual_seed(seed)
     runs = [evaluate_zsl_gzsl(torch.rand(targets.shape, generator=generator, dtype=torch.float64), targets, seen)
@@ -70,7 +71,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, images_root: s
     if not data_path.exists():
         raise DataError(f"{data_path}: no such file or folder")
     annotations = read_annotations(data_path, images_root)
-    ignored = [t for t in annotations.tags if t not in vocab and annotations.targets[:, annotations.tags.index(t)].any()]
+    ignored = [t for t in annotations.tags
+               if t not in vocab and annotations.targets[:, annotations.tags.index(t)].any()]
     if ignored:
         log.warning("%d labelled tags are not in the checkpoint's vocabulary and are ignored: %s", len(ignored),
                     ignored[:10])

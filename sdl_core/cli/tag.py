@@ -96,7 +96,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--json", action="store_true", help="print one JSON object")
     fmt.add_argument("--csv", action="store_true", help="print CSV rows")
     tag.add_argument("--batch-size", type=positive, default=None,
-                     help=f"images per forward pass (default {CPU_BATCH_SIZE} on the CPU, {DEVICE_BATCH_SIZE} on a GPU)")
+                     help=f"images per forward pass (default {CPU_BATCH_SIZE} on the CPU, "
+                          f"{DEVICE_BATCH_SIZE} on a GPU)")
     tag.add_argument("--threads", type=positive, default=None,
                      help="CPU threads for the model (default: the cores this process may use; "
                           "on a busy shared machine 1 can be much faster)")
