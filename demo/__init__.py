@@ -1,4 +1,4 @@
-"""The web demo (Gradio): ``python -m demo``, or ``demo.ui.build_app()`` in-process.
+"""The web demo (Gradio): ``python -m demo``, or ``demo.app.build_app()`` in-process.
 
 It calls ``sdl_core`` only: no model math here.
 """

@@ -1,4 +1,4 @@
-"""``python -m demo`` (and ``demo/app.py``): start the app (offline, analytics off).
+"""``python -m demo`` (and the Space's ``app.py``): start the app (offline, analytics off).
 
 Exit codes: 0 after a normal stop; 2 when the model or the flags are unusable
 (one line on stderr, no traceback); 130 on Ctrl-C while the model loads.
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sdl_core.errors import SDLError  # gradio is imported after the flags are known to be fine
 
-    from .ui import build_app, launch
+    from .app import build_app, launch
     missing = [d for d in args.search_dir if not Path(d).is_dir()]
     if missing:
         print(f"error: --search-dir {missing[0]}: no such folder", file=sys.stderr)

@@ -49,7 +49,7 @@ assert parse_tags("Hot Dog, espresso") == ["hot dog", "espresso"]
 def test_the_demo_builds_its_page_without_torch_or_timm():
     """The page is served before the model loads: building the app must not import them."""
     code = """
-from demo.ui import build_app
+from demo.app import build_app
 app = build_app("default", None)
 assert app.tagger_cache.startup is None  # nothing loads before launch
 """

@@ -65,7 +65,7 @@ class Server:
 
 
 def launch_server(model: str, models_dir: Path | None, tmp: Path) -> Server:
-    from demo.ui import build_app, launch
+    from demo.app import build_app, launch
     app = build_app(model, models_dir, json_root=tmp / "json")
     _, url, _ = launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
     return Server(app, url, tmp / "downloads")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gradio_client import handle_file
 
-from demo.ui import EXAMPLES_DIR, MAX_TOP_K, example_rows
+from demo.app import EXAMPLES_DIR, MAX_TOP_K, example_rows
 from sdl_core.tags import MAX_TAGS
 from tests.demo.conftest import TOY_K
 

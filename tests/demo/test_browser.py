@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from demo.ui import EXAMPLE_TAGS, EXAMPLES_DIR
+from demo.app import EXAMPLE_TAGS, EXAMPLES_DIR
 from tests.conftest import IN_CI, ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from demo.ui import MAX_TOP_K
+from demo.app import MAX_TOP_K
 from sdl_core.tags import MAX_TAGS
 from tests.conftest import ROOT
 from tests.core.test_bad_images import CASES, write_case

@@ -12,7 +12,7 @@ from gradio_client import handle_file
 from safetensors.torch import save_file
 
 import demo.cli
-from demo.ui import EXAMPLES_DIR
+from demo.app import EXAMPLES_DIR
 from demo.cli import EXIT_USAGE, main
 from demo.models import TaggerCache
 from sdl_core.errors import CheckpointError
@@ -89,7 +89,7 @@ def test_cli_refuses_an_unreadable_checkpoint_before_serving(tmp_path, monkeypat
     def must_not_launch(*args, **kwargs):
         raise AssertionError("the server was started for an unreadable checkpoint")
 
-    monkeypatch.setattr("demo.ui.launch", must_not_launch)
+    monkeypatch.setattr("demo.app.launch", must_not_launch)
     assert demo.cli.main(["--model", str(broken), "--port", str(free_port())], env={}) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: broken.safetensors: not a readable safetensors checkpoint") and err.count("\n") == 1
