@@ -31,6 +31,14 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def read_bytes(path: Path, error: type[SDLError]) -> bytes:
+    """The file's bytes; a missing or unreadable file raises ``error`` naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """The informative line of torch's long multi-line load errors (not its advice to
     allow-list the code a file wants to run)."""
