@@ -35,7 +35,7 @@ from sdl_core.errors import ImageError, SDLError
 from sdl_core.images import load_image, to_tensor
 from sdl_core.safe_pickle import safe_load_pickle
 from sdl_core.tags import normalize_tag, parse_tags
-from sdl_core.vocab import Vocabulary, read_tag_file
+from sdl_core.vocab import Vocabulary, authors_table_rows, read_tag_file
 from sdl_core.wordvec import AUTHORS_FASTTEXT, load_word_space, unit_rows
 
 from .errors import DataError
@@ -303,16 +303,11 @@ def _table_vectors(path: Path, tags: Sequence[str], space_name: str | None) -> T
         table = safe_load_pickle(path)
     except SDLError as exc:
         raise DataError(str(exc)) from None
-    if isinstance(table, dict) and "wordvec_array" in table:
-        table = table["wordvec_array"]
-    array = np.asarray(table, dtype=np.float32).squeeze()
-    n = len(tags)
-    if array.ndim != 2 or n not in array.shape:
-        raise DataError(f"{path.name}: a table of shape {array.shape} does not fit the {n} categories "
-                        "(columns must follow the dataset's category order)")
-    if array.shape[0] != n or (array.shape[1] == n and array.shape[0] > array.shape[1]):
-        array = array.T  # the authors store D x N
-    array = unit_rows(array)
+    try:
+        array = unit_rows(authors_table_rows(table, len(tags)))
+    except ValueError as exc:
+        raise DataError(f"{path.name}: the table does not fit the {len(tags)} categories ({exc}; "
+                        "columns must follow the dataset's category order)") from None
     dim = array.shape[1]
     info = WordSpaceInfo(space_name, dim) if space_name else (
         AUTHORS_FASTTEXT if dim == AUTHORS_FASTTEXT.dim else WordSpaceInfo(f"table:{path.stem}", dim))
