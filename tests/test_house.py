@@ -155,3 +155,35 @@ def test_files_are_short_with_short_lines_and_no_chained_conditionals(package):
 def test_pending_train_files_follow_the_house_shape():
     problems = [p for rel in PENDING_IN_TRAIN if (ROOT / rel).is_file() for p in file_problems(rel)]
     assert problems == [], "\n".join(problems)
+
+
+# --- the README's layout tables -------------------------------------------------------------
+
+def readme_table_paths(after: str) -> list[str]:
+    """The backticked names in the first column of the first table after the line ``after``."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(after))
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            break
+    cells = [row.split("|")[1] for row in rows[2:]]  # past the header and its rule
+    return [name for cell in cells for name in cell.split("`")[1::2]]
+
+
+def test_the_readme_layout_table_matches_the_tree():
+    listed = readme_table_paths("What is inside")
+    assert [p for p in listed if not (ROOT / p).exists()] == []
+    folders = [p.name + "/" for p in ROOT.iterdir()
+               if p.is_dir() and not p.name.startswith((".", "build", "dist")) and any(p.rglob("*.py"))]
+    assert sorted(set(folders) - set(listed)) == []
+
+
+def test_the_readme_names_every_module_of_the_library():
+    listed = set(readme_table_paths("Inside `sdl_core/`"))
+    library = ROOT / "sdl_core"
+    modules = {p.name for p in library.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    modules |= {p.name + "/" for p in library.iterdir() if (p / "__init__.py").is_file()}
+    assert sorted(modules - listed) == [] and sorted(listed - modules) == []
