@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from sdl_core.errors import ImageError
+from sdl_core.files import atomic_write
 from sdl_core.images import load_image, to_tensor
 from sdl_core.model import SDLModel
 
@@ -54,11 +55,9 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _write_cache(path: Path, cached: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"features": torch.stack(list(cached.values())).contiguous()}, str(tmp),
-              metadata={"keys": json.dumps(list(cached))})
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        save_file({"features": torch.stack(list(cached.values())).contiguous()}, str(tmp),
+                  metadata={"keys": json.dumps(list(cached))})
 
 
 @torch.inference_mode()
