@@ -4,7 +4,8 @@
 # batches. Prints training and inference images/s, the data loader's decode + augmentation images/s
 # with WORKERS processes, peak GPU memory, and a GPU-hour estimate for the full run; writes
 # $OUT/gpu_smoke.json (or ./gpu_smoke.json).
-# Usage: train/gpu_smoke.sh [STEPS] [BATCH] [WORKERS]      (defaults: 300 steps, batch 32, 8 workers)
+# Usage: train/gpu_smoke.sh [STEPS] [BATCH] [WORKERS]      (defaults: 300 steps, batch 32, 8 workers;
+#        PYTHON=python3 to pick the interpreter)
 #
 # Estimate (one GPU, 10 epochs, validation on the test list every epoch):
 #   hours = 10 * (N_train / min(train img/s, loader img/s) + N_val / inference img/s) / 3600
@@ -16,11 +17,12 @@ STEPS="${1:-300}"
 BATCH="${2:-32}"
 WORKERS="${3:-8}"
 RESULT="${OUT:-.}/gpu_smoke.json"
+PY="${PYTHON:-python}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
-python -m train smoke --recipe sdl_nus_wide --dim 300 --tags 925 --steps "$STEPS" --batch-size "$BATCH" \
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+"$PY" -m train smoke --recipe sdl_nus_wide --dim 300 --tags 925 --steps "$STEPS" --batch-size "$BATCH" \
     --device cuda --loader-workers "$WORKERS" --json "$RESULT"
-python - "$RESULT" <<'PY'
+"$PY" - "$RESULT" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 train = min(r["images_per_s"], r["loader_images_per_s"] or r["images_per_s"])

@@ -82,7 +82,7 @@ def _image_words(rng: np.random.Generator, split: str, index: int) -> list[str]:
     return words
 
 
-def _rows(rng: np.random.Generator, words: list[str], tags_1k: list[str], concepts: list[str],
+def _rows(rng: np.random.Generator, index: int, words: list[str], tags_1k: list[str], concepts: list[str],
           real: bool) -> tuple[np.ndarray, np.ndarray]:
     """One image's user-tag row and ground-truth row."""
     if real:
@@ -90,7 +90,9 @@ def _rows(rng: np.random.Generator, words: list[str], tags_1k: list[str], concep
         tags[rng.choice(len(tags_1k), size=int(rng.integers(1, 5)), replace=False)] = True
         labels = rng.random(len(concepts)) < 2.0 / len(concepts)
         return tags, labels
-    tags = np.array([t in words or (t in NOISE_TAGS and rng.random() < 0.3) for t in tags_1k])
+    # users tag a concept less reliably than the ground truth: only on even images
+    tags = np.array([(t in words and (t not in DUPLICATED or index % 2 == 0))
+                     or (t in NOISE_TAGS and rng.random() < 0.3) for t in tags_1k])
     return tags, np.array([c in words for c in concepts])
 
 
@@ -113,7 +115,7 @@ def make_nus_wide(out: str | Path, images: int = 40, size: int = 48, seed: int =
             words = _image_words(rng, split, i)
             folder = words[0]
             names.append(f"{folder}/{counter:04d}_{int(rng.integers(10**9, 10**10))}.jpg")
-            tag_row, label_row = _rows(rng, words, tags_1k, concepts, real_names is not None)
+            tag_row, label_row = _rows(rng, i, words, tags_1k, concepts, real_names is not None)
             if _untagged(i):
                 tag_row, label_row = np.zeros_like(tag_row), np.zeros_like(label_row)
             tag_rows.append(tag_row)

@@ -43,7 +43,8 @@ def load_recipe(name_or_path: str, allowed: frozenset[str] | set[str]) -> dict:
     if not isinstance(data, dict):
         raise RunError(f"{path.name}: a recipe is a JSON object of option: value")
     options = {k: v for k, v in data.items() if not k.startswith("_")}
-    unknown = sorted(set(options) - set(allowed) | set(options) & NOT_IN_RECIPES)
+    allowed = set(allowed) - NOT_IN_RECIPES
+    unknown = sorted(set(options) - allowed)
     if unknown:
-        raise RunError(f"{path.name}: not options a recipe can set: {unknown} (allowed: {sorted(set(allowed))})")
+        raise RunError(f"{path.name}: not options a recipe can set: {unknown} (allowed: {sorted(allowed)})")
     return options
