@@ -35,8 +35,9 @@ def preprocess_for(backbone: str, size: int | None = None, resize: str = "squash
         raise RunError(f"unknown timm backbone {backbone!r} (see timm.list_models())")
     mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
     std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
-    interpolation = cfg.interpolation if cfg is not None and cfg.interpolation in ("bicubic", "bilinear") \
-        else "bilinear"
+    interpolation = "bilinear"
+    if cfg is not None and cfg.interpolation in ("bicubic", "bilinear"):
+        interpolation = cfg.interpolation
     default_size = int(cfg.input_size[-1]) if cfg is not None else 224
     return PreprocessConfig(size=size or default_size, resize=resize, interpolation=interpolation, mean=mean, std=std)
 

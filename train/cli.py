@@ -32,8 +32,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                                                  "a COCO .json, or a zs_split folder")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--val-data", help="validation data in the same format (default: hold out --val-fraction)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of --data held out for validation "
-                                                                   "when there is no --val-data (default 0.1; 0 = none)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of --data held out for validation when there is no --val-data (default 0.1; 0 = none)")
     _add_data_args(p)
     p.add_argument("--unseen", dest="split", help="alias of --split: unseen tags (file or comma list)")
     vec = p.add_mutually_exclusive_group()

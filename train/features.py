@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +25,12 @@ from sdl_core.model import SDLModel
 from .backbones import pooled_features, short_hash, weights_identity
 
 log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where pooled features are cached: $SDL_CACHE_DIR, else ~/.cache/sdl-tagger/features."""
+    root = os.environ.get("SDL_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "sdl-tagger" / "features"
 
 
 def image_key(path: Path) -> str:
@@ -91,7 +98,9 @@ def cached_features(model: SDLModel, paths: Sequence[Path], pretrained: str | No
             _write_cache(file, cached)
     ok = torch.tensor([k in cached for k in keys], dtype=torch.bool)
     dim = int(model.num_features)
-    features = torch.stack([cached[k] if k in cached else torch.zeros(dim) for k in keys]) if keys \
-        else torch.zeros(0, dim)
+    features = torch.zeros(len(keys), dim)
+    for row, key in enumerate(keys):
+        if key in cached:
+            features[row] = cached[key]
     log.info("features: %d images (%d computed, %d from %s)", len(keys), len(todo), len(keys) - len(todo), file)
     return features, ok
