@@ -44,6 +44,7 @@ class TaggedImages:
         return len(self.paths)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> "TaggedImages":
+        """The rows ``index``, in that order."""
         index = np.asarray(index, dtype=int)
         return TaggedImages([self.paths[i] for i in index], list(self.tags), self.targets[index])
 
@@ -108,6 +109,7 @@ def read_tags_csv(path: str | Path) -> TaggedImages:
 
 
 def read_json(path: Path) -> object:
+    """A JSON file, or a one-line :class:`DataError` naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

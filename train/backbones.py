@@ -84,11 +84,13 @@ def weights_identity(pretrained: str | None, backbone: str, seed: int) -> str:
 
 
 def short_hash(text: str) -> str:
+    """16 hex digits identifying ``text`` (cache file names)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def make_config(backbone: str, k: int, space: WordSpaceInfo, preprocess: PreprocessConfig, name: str = "",
                 description: str = "") -> ModelConfig:
+    """The config our checkpoints carry for an SDL model trained here (max over the K vectors)."""
     return ModelConfig(kind="sdl", backbone=backbone, k=k, word_space=space, preprocess=preprocess,
                        reduction="max", name=name or f"sdl_{backbone}_k{k}.custom", description=description)
 

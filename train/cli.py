@@ -173,6 +173,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every ``python -m train`` command and its flags."""
     parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate SDL zero-shot taggers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input is one ``error:`` line and exit code 2 (see ``sdl_core.cli.run_command``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     return run_command(args.func, args)

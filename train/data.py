@@ -50,9 +50,11 @@ class PreparedData:
 
     @property
     def seen_index(self) -> np.ndarray:
+        """Columns of the seen tags (what the loss trains on)."""
         return np.flatnonzero(self.vocab.seen)
 
     def summary(self) -> dict:
+        """Counts for the log and ``config.json``."""
         return {"train_images": len(self.train), "val_images": len(self.val) if self.val is not None else 0,
                 "seen_tags": int(self.vocab.seen.sum()), "unseen_tags": int((~self.vocab.seen).sum()),
                 "word_space": self.word_space.name, "dim": self.word_space.dim}

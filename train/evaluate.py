@@ -31,12 +31,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Evaluation:
+    """ZSL/GZSL results of a checkpoint, the random baseline if asked, and the tags it could not rank."""
+
     results: dict[str, SettingResult]
     random: dict[str, SettingResult] | None
     images: int
     ignored_tags: list[str]
 
     def to_dict(self) -> dict:
+        """The JSON results file's content."""
         out = {"results": results_to_dict(self.results), "images": self.images, "ignored_tags": self.ignored_tags}
         if self.random is not None:
             out["random_baseline"] = results_to_dict(self.random)
@@ -135,6 +138,7 @@ def report(evaluation: Evaluation) -> str:
 
 
 def write_json(evaluation: Evaluation, path: str | Path, extra: dict | None = None) -> Path:
+    """The results (after ``extra``, e.g. which checkpoint and data) as a JSON file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**(extra or {}), **evaluation.to_dict()}, indent=2) + "\n")

@@ -41,6 +41,7 @@ def image_key(path: Path) -> str:
 
 
 def cache_file(cache_dir: Path, model: SDLModel, pretrained: str | None, seed: int) -> Path:
+    """One cache file per starting backbone: architecture, weights and preprocessing."""
     backbone = model.config.backbone
     identity = json.dumps({"backbone": backbone, "weights": weights_identity(pretrained, backbone, seed),
                            "preprocess": json.loads(model.config.to_json())["preprocess"]}, sort_keys=True)

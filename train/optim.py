@@ -93,6 +93,7 @@ class Stepper:
 
     @property
     def lr(self) -> float:
+        """The learning rate of the step about to be taken (for the log)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> LossOutput:

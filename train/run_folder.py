@@ -31,6 +31,7 @@ class RunFolder:
         self.out, self.ctx = out, ctx
 
     def path(self, name: str) -> Path:
+        """Where the run's file ``name`` goes."""
         return self.out / name
 
     def existing(self, name: str) -> Path | None:
@@ -48,6 +49,7 @@ class RunFolder:
             self.out.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, data: dict) -> None:
+        """``data`` as indented, sorted JSON, written whole (temporary file, then rename)."""
         if self.ctx.main:
             tmp = self.path(name + ".tmp")
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -67,17 +69,20 @@ class RunFolder:
                 fh.write(json.dumps(row) + "\n")
 
     def save_model(self, name: str, model: SDLModel, vocab: Vocabulary) -> Path:
+        """A checkpoint ``sdl_core`` loads; its path (on every rank, for the result)."""
         if self.ctx.main:
             save_checkpoint(model, vocab, self.path(name))
         return self.path(name)
 
     def save_state(self, state: dict) -> None:
+        """``state.pt``, written whole so an interrupted write cannot spoil a resume."""
         if self.ctx.main:
             tmp = self.path(STATE_FILE + ".tmp")
             torch.save(state, tmp)
             tmp.replace(self.path(STATE_FILE))
 
     def load_state(self) -> dict:
+        """``state.pt``, read without unpickling code (``weights_only``)."""
         try:
             return torch.load(self.path(STATE_FILE), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files

@@ -23,6 +23,8 @@ from .optim import Stepper, use_amp
 
 @dataclass
 class SmokeResult:
+    """One throughput measurement, as ``gpu_smoke.sh`` writes it to JSON."""
+
     backbone: str
     device: str
     device_name: str
@@ -36,6 +38,7 @@ class SmokeResult:
     loss_last: float
 
     def to_dict(self) -> dict:
+        """The JSON line ``python -m train smoke`` prints."""
         return asdict(self)
 
 

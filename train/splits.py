@@ -32,6 +32,7 @@ class Split:
 
 
 def _names_or_indices(values: object, tags: Sequence[str], what: str) -> list[str]:
+    """Tag names from names, or from indices into ``tags`` (the authors' cls_ids)."""
     items = sorted(values) if isinstance(values, (set, frozenset)) else list(values)  # type: ignore[arg-type]
     if all(isinstance(v, (int, np.integer)) for v in items):
         bad = [int(v) for v in items if not 0 <= int(v) < len(tags)]
