@@ -29,6 +29,7 @@ _TAG_SEPARATORS = re.compile(r"[|;]")
 _ZS_TRAIN = re.compile(r"train_\d+_\d+\.json$")
 _ZS_VAL = re.compile(r"val_\d+_\d+\.json$")
 
+
 @dataclass
 class TaggedImages:
     """Image files with multi-hot targets: ``targets[i, j]`` = image i has ``tags[j]``."""
@@ -166,7 +167,6 @@ def zs_split_files(folder: Path) -> tuple[Path, Path | None] | None:
         return None
     val = sorted(p for p in folder.glob("*.json") if _ZS_VAL.match(p.name))
     return train[0], (val[0] if val else None)
-
 
 
 def is_zs_train_file(path: Path) -> bool:

@@ -132,4 +132,3 @@ def hold_out(data: TaggedImages, fraction: float, seed: int) -> tuple[TaggedImag
     order = np.random.default_rng(seed).permutation(len(data))
     n_val = max(1, int(round(fraction * len(data)))) if len(data) > 1 else 0
     return data.subset(np.sort(order[n_val:])), data.subset(np.sort(order[:n_val]))
-

@@ -6,7 +6,8 @@ metrics), logs a row to ``log.csv`` / ``log.jsonl``, and writes ``last.safetenso
 ``sdl_core`` files: ``Tagger.from_pretrained(run_dir / "best.safetensors")`` loads them.
 
 Under ``torchrun`` the run uses DistributedDataParallel (NCCL on GPUs, gloo on CPU);
-only rank 0 writes files.
+only rank 0 writes files. The pieces: :mod:`train.distributed` (processes),
+:mod:`train.optim` (the step), :mod:`train.run_folder` (the files), :mod:`train.data`.
 """
 from __future__ import annotations
 

@@ -89,4 +89,3 @@ def split_by_annotation(train: TaggedImages, val: TaggedImages | None) -> Split:
         seen_set = set(seen)
         unseen = [t for j, t in enumerate(val.tags) if val.targets[:, j].any() and t not in seen_set]
     return Split(tuple(seen), tuple(unseen))
-

@@ -84,4 +84,3 @@ def _table_space(path: Path, dim: int, space_name: str | None) -> WordSpaceInfo:
     if dim == AUTHORS_FASTTEXT.dim:
         return AUTHORS_FASTTEXT
     return WordSpaceInfo(f"table:{path.stem}", dim)
-
