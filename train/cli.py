@@ -36,8 +36,8 @@ def _add_fit(sub: argparse._SubParsersAction, recipe: dict | None = None) -> Non
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--val-data", help="validation data in the same format (default: hold out --val-fraction); "
                                       "nus-wide:ROOT = its test list, as the authors chose their checkpoint")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of --data held out for validation "
-                                                                   "when there is no --val-data (default 0.1; 0 = none)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of --data held out for validation when there is no --val-data (default 0.1; 0 = none)")
     _add_data_args(p)
     p.add_argument("--unseen", dest="split", help="alias of --split: unseen tags (file or comma list)")
     vec = p.add_mutually_exclusive_group()
@@ -248,7 +248,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
                        weight_decay=args.weight_decay)
     if args.loader_workers > 0:
         from .backbones import preprocess_for
-        from .data import train_transform
+        from .datasets import train_transform
         from .fit import FitOptions
         aug = {k: getattr(args, k, FitOptions.__dataclass_fields__[k].default)
                for k in ("crop_scale", "randaugment", "cutout", "flip", "cutout_box")}
@@ -264,7 +264,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
-    """The parser; ``recipe`` (fit options) becomes the defaults of ``fit`` and ``smoke``."""
+    """Every ``python -m train`` command and its flags; ``recipe`` (fit options) becomes the
+    defaults of ``fit`` and ``smoke``."""
     parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate SDL zero-shot taggers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -285,6 +286,7 @@ def _with_recipe(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input is one ``error:`` line and exit code 2 (see ``sdl_core.cli.run_command``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     return run_command(lambda parsed: _with_recipe(parsed, argv), args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +28,12 @@ from .backbones import pooled_features, short_hash, weights_identity
 log = logging.getLogger(__name__)
 
 
+def default_cache_dir() -> Path:
+    """Where pooled features are cached: $SDL_CACHE_DIR, else ~/.cache/sdl-tagger/features."""
+    root = os.environ.get("SDL_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "sdl-tagger" / "features"
+
+
 def image_key(path: Path) -> str:
     """Identity of an image file's content as far as the file system tells."""
     resolved = path.resolve()
@@ -35,6 +42,7 @@ def image_key(path: Path) -> str:
 
 
 def cache_file(cache_dir: Path, model: SDLModel, pretrained: str | None, seed: int) -> Path:
+    """One cache file per starting backbone: architecture, weights and preprocessing."""
     backbone = model.config.backbone
     identity = json.dumps({"backbone": backbone, "weights": weights_identity(pretrained, backbone, seed),
                            "preprocess": json.loads(model.config.to_json())["preprocess"]}, sort_keys=True)
@@ -124,8 +132,10 @@ def cached_rows(file: Path, paths: Sequence[Path], compute: Callable[[torch.Tens
         if unsaved:
             _write_cache(file, cached, unreadable, dim)
     ok = torch.tensor([k is not None and k in cached for k in keys], dtype=torch.bool)
-    rows = torch.stack([cached[k] if o else torch.zeros(dim) for k, o in zip(keys, ok.tolist())]) if keys \
-        else torch.zeros(0, dim)
+    rows = torch.zeros(len(keys), dim)
+    for row, (key, good) in enumerate(zip(keys, ok.tolist())):
+        if good:
+            rows[row] = cached[key]
     log.info("features: %d images (%d computed, %d from %s)", len(keys), len(todo), len(keys) - len(todo), file)
     return rows, ok
 

@@ -33,8 +33,9 @@ import numpy as np
 
 from sdl_core.tags import normalize_tag
 
-from .data import Split, TaggedImages
+from .annotations import TaggedImages
 from .errors import DataError
+from .splits import Split
 
 log = logging.getLogger(__name__)
 

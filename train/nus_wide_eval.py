@@ -21,17 +21,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sdl_core.model import PrincipalVectorModel, SDLModel
 from sdl_core.checkpoint import hash_tensors
+from sdl_core.model import PrincipalVectorModel, SDLModel
+from sdl_core.scoring import score_tags
 from sdl_core.tagger import Tagger
 from sdl_core.vocab import Vocabulary
 from sdl_core.wordvec import WordSpace
 
 from .backbones import head_vectors, pooled_features
 from .errors import DataError
-from .features import cached_rows
-from .fit import default_cache_dir, resolve_device
-from .loss import tag_scores
+from .distributed import resolve_device
+from .features import cached_rows, default_cache_dir
 from .metrics import KS, SettingResult, evaluate_zsl_gzsl, results_to_dict
 from .nus_wide import parse_spec, read_nus_wide
 from .nus_wide_prepare import authors_differences
@@ -124,8 +124,8 @@ def score_rows(model: PrincipalVectorModel, encoder: _Encoder, rows: torch.Tenso
                device: torch.device) -> torch.Tensor:
     """Scores (M, N) from cached rows, a chunk at a time on ``device``."""
     tag_tensor = tag_tensor.to(device)
-    out = [tag_scores(encoder.finish(rows[s:s + _SCORE_CHUNK].to(device)).float(), tag_tensor,
-                      model.config.reduction).cpu() for s in range(0, len(rows), _SCORE_CHUNK)]
+    out = [score_tags(encoder.finish(rows[s:s + _SCORE_CHUNK].to(device)).float(), tag_tensor,
+                      model.config.reduction)[0].cpu() for s in range(0, len(rows), _SCORE_CHUNK)]
     return torch.cat(out) if out else torch.zeros(0, len(tag_tensor))
 
 

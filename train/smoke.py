@@ -18,15 +18,18 @@ import torch
 from PIL import Image
 
 from sdl_core.config import WordSpaceInfo
+from sdl_core.model import SDLModel
 
 from .backbones import make_config, preprocess_for
-from .fit import Stepper, resolve_device
+from .distributed import resolve_device
+from .optim import Stepper, use_amp
 from .synthetic import draw_image
-from sdl_core.model import SDLModel
 
 
 @dataclass
 class SmokeResult:
+    """One throughput measurement, as ``gpu_smoke.sh`` writes it to JSON."""
+
     backbone: str
     device: str
     device_name: str
@@ -44,6 +47,7 @@ class SmokeResult:
     loader_workers: int = 0
 
     def to_dict(self) -> dict:
+        """The JSON line ``python -m train smoke`` prints."""
         return asdict(self)
 
 
@@ -54,7 +58,7 @@ def run_smoke(backbone: str = "tresnet_m", steps: int = 300, batch_size: int = 3
     """Train ``steps`` steps on synthetic batches and measure speed and memory; then the
     inference speed (what validation and evaluation run at) on the same batches."""
     target = resolve_device(device)
-    use_amp = amp == "on" or (amp == "auto" and target.type == "cuda")
+    amp_on = use_amp(amp, target)
     generator = torch.Generator().manual_seed(seed)
     tag_vectors = torch.nn.functional.normalize(torch.randn(tags, dim, generator=generator), dim=1)
     pool = [(torch.rand(batch_size, 3, image_size, image_size, generator=generator),
@@ -63,7 +67,7 @@ def run_smoke(backbone: str = "tresnet_m", steps: int = 300, batch_size: int = 3
     torch.manual_seed(seed)
     config = make_config(backbone, k, WordSpaceInfo("smoke-random", dim), preprocess_for(backbone, image_size))
     model = SDLModel(config).to(target).train()
-    stepper = Stepper(model, model, tag_vectors, lr, weight_decay, steps, lam, use_amp, target, ema=ema)
+    stepper = Stepper(model, model, tag_vectors, lr, weight_decay, steps, lam, amp_on, target, ema=ema)
     if target.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target)
     losses: list[float] = []
@@ -78,7 +82,7 @@ def run_smoke(backbone: str = "tresnet_m", steps: int = 300, batch_size: int = 3
     _sync(target)
     seconds = time.perf_counter() - started
     timed = steps - warmup
-    eval_rate = _inference_rate(model, pool, use_amp, target, max(2, steps // 4))
+    eval_rate = _inference_rate(model, pool, amp_on, target, max(2, steps // 4))
     if target.type == "cuda":
         peak = torch.cuda.max_memory_allocated(target) / 2**20
         name = torch.cuda.get_device_name(target)
@@ -86,7 +90,7 @@ def run_smoke(backbone: str = "tresnet_m", steps: int = 300, batch_size: int = 3
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = rss / 2**20 if sys.platform == "darwin" else rss / 1024
         name = "cpu"
-    return SmokeResult(backbone, str(target), name, use_amp, steps, batch_size, image_size,
+    return SmokeResult(backbone, str(target), name, amp_on, steps, batch_size, image_size,
                        round(timed * batch_size / seconds, 2) if seconds > 0 else 0.0, round(peak, 1),
                        losses[0], losses[-1], eval_rate, ema)
 

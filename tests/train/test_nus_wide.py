@@ -13,7 +13,8 @@ from PIL import Image
 from tests.conftest import REFERENCE, needs_reference
 from train.augment import CutoutBox
 from train.cli import main
-from train.data import DataSpec, train_transform
+from train.data import DataSpec
+from train.datasets import train_transform
 from train.errors import DataError, RunError
 from train.fit import FitOptions
 from train.nus_wide import parse_spec, read_binary_matrix, read_nus_wide

@@ -9,10 +9,10 @@ import torch
 
 from sdl_core.checkpoint import load_checkpoint
 from sdl_core.images import to_tensor
+from sdl_core.scoring import score_tags
 from tests.train.conftest import run_cli
 from train.cli import main
 from train.fit import FitOptions, fit
-from train.loss import tag_scores
 from train.metrics import evaluate_zsl_gzsl, results_to_dict
 from train.nus_wide import read_nus_wide
 
@@ -34,7 +34,7 @@ def _direct_results(checkpoint, nus_tree) -> dict:
         except ImageError:
             continue
     with torch.no_grad():
-        scores = tag_scores(model.eval().encode(torch.stack(pixels)).vectors, torch.from_numpy(vocab.vectors))
+        scores, _ = score_tags(model.eval().encode(torch.stack(pixels)).vectors, torch.from_numpy(vocab.vectors))
     return results_to_dict(evaluate_zsl_gzsl(scores.double(), torch.from_numpy(np.array(targets)), vocab.seen))
 
 
