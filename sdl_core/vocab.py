@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -99,31 +99,28 @@ class Vocabulary:
             raise VocabularyError(f"{folder}: missing the authors' data files {missing}")
         classes = safe_load_pickle(folder / "classes.pickle")
         unseen = safe_load_pickle(folder / "unseen_classes.pickle")
-        table = safe_load_pickle(folder / "wordvec_array.pickle")
+        wordvecs = safe_load_pickle(folder / "wordvec_array.pickle")
         if not isinstance(classes, dict) or not isinstance(unseen, (list, tuple, set)):
             raise VocabularyError(f"{folder}: classes.pickle must be a dict and unseen_classes.pickle a list")
         n = len(classes)
-        try:
-            wordvecs = authors_table_rows(table, n)
-        except ValueError as exc:
-            raise VocabularyError(f"{folder}: {exc}") from None
+        vectors = authors_word_vectors(wordvecs, n, str(folder))
         tags = [str(classes[i]) for i in range(n)]
         unseen_set = {normalize_tag(t) for t in unseen}
         seen = np.array([normalize_tag(t) not in unseen_set for t in tags])
-        return cls(tags, unit_rows(wordvecs), seen)
+        return cls(tags, vectors, seen)
 
 
-def authors_table_rows(table: Any, n: int) -> np.ndarray:
-    """The authors' word-vector table (``wordvec_array.pickle``: an array, or a dict holding
-    one under ``wordvec_array``; stored D x N) as (n, D) float32 rows.
-
-    Raises ValueError naming the shape when the table does not fit ``n`` tags."""
+def authors_word_vectors(table: object, count: int, what: str) -> np.ndarray:
+    """Unit rows (count, D) of the authors' word-vector table, as their ``wordvec_array.pickle``
+    holds it: ``{"wordvec_array": array}`` (or the bare array), stored D x N (COCO: 1 x D x N)."""
     if isinstance(table, dict) and "wordvec_array" in table:
         table = table["wordvec_array"]
     array = np.asarray(table, dtype=np.float32).squeeze()
-    if array.ndim != 2 or n not in array.shape:
-        raise ValueError(f"word vectors of shape {array.shape} do not fit {n} classes")
-    return array if array.shape[0] == n else array.T
+    if array.ndim != 2 or count not in array.shape:
+        raise VocabularyError(f"{what}: word vectors of shape {array.shape} do not fit {count} classes")
+    if array.shape[0] != count:  # stored as D x N
+        array = array.T
+    return unit_rows(array)
 
 
 def read_tag_file(path: str | Path) -> list[str]:
