@@ -15,8 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sdl_core", "demo", "train")
 MAX_FILE_LINES = 400
 MAX_LINE_LENGTH = 120
-#: Still over the limits: train-house splits and fixes them (issue 13).
-PENDING_IN_TRAIN = ("train/fit.py", "train/data.py")
 
 
 def module_name(path: Path) -> str:
@@ -147,13 +145,7 @@ def package_files(package: str) -> list[str]:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_files_are_short_with_short_lines_and_no_chained_conditionals(package):
-    problems = [p for rel in package_files(package) if rel not in PENDING_IN_TRAIN for p in file_problems(rel)]
-    assert problems == [], "\n".join(problems)
-
-
-@pytest.mark.xfail(strict=False, reason="train/fit.py and train/data.py are split and tidied by train-house (issue 13)")
-def test_pending_train_files_follow_the_house_shape():
-    problems = [p for rel in PENDING_IN_TRAIN if (ROOT / rel).is_file() for p in file_problems(rel)]
+    problems = [p for rel in package_files(package) for p in file_problems(rel)]
     assert problems == [], "\n".join(problems)
 
 

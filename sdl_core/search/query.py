@@ -19,7 +19,7 @@ from ..scoring import score_tags
 from ..tags import clean_tags
 from ..vocab import Vocabulary
 from ..wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
-from .index import FileEntry, SearchIndex
+from .index import SearchIndex
 
 MODES = ("any", "all")
 #: Photos scored per block: bounds the temporary memory of one query.
