@@ -5,6 +5,8 @@ The winning k per tag says which principal vector "owns" the tag.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch.nn import functional as F
 
@@ -31,9 +33,41 @@ def score_tags(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str 
     return scores.t().contiguous(), winner.t().contiguous()
 
 
+#: Typed rows ranked per step in :func:`ranks_of` (a (chunk, N) comparison each).
+RANK_CHUNK = 64
+
+
 def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k best scores per row, best first (k <= 0 or k >= N: all, sorted)."""
+    """Indices of the k best scores per row, best first (k <= 0 or k >= N: all, sorted).
+
+    Equal scores keep their order (the lower index first), also at the cut, so the order
+    never depends on topk's tie order and :func:`ranks_of` agrees with it."""
+    if scores.dim() > 1:
+        return torch.stack([top_k_indices(row, k) for row in scores])
     n = scores.shape[-1]
     if k <= 0 or k >= n:
-        return torch.argsort(scores, dim=-1, descending=True)
-    return torch.topk(scores, k, dim=-1).indices
+        return torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    values, rows = torch.topk(scores, k, dim=-1)
+    cut = values[-1]
+    if int((scores == cut).sum()) != int((values == cut).sum()):  # a tie straddles the cut (rare)
+        above = torch.nonzero(scores > cut).flatten()
+        rows = torch.cat([above, torch.nonzero(scores == cut).flatten()[: k - above.numel()]])
+    rows = rows.sort().values
+    return rows[torch.sort(scores[rows], descending=True, stable=True).indices]
+
+
+def ranks_of(scores: torch.Tensor, rows: Sequence[int]) -> list[int]:
+    """The 1-based rank of each of ``rows`` in the order of :func:`top_k_indices` over all of
+    a (N,) row of scores: one plus the scores above it plus the equal scores in earlier rows.
+
+    Counts over the scores already computed (no sort): cheap for a few typed tags."""
+    if not len(rows):
+        return []
+    positions = torch.arange(scores.shape[-1], device=scores.device)
+    ranks: list[int] = []
+    for start in range(0, len(rows), RANK_CHUNK):
+        chunk = torch.as_tensor(list(rows[start:start + RANK_CHUNK]), device=scores.device)[:, None]
+        own = scores[chunk]
+        before = (scores > own) | ((scores == own) & (positions < chunk))
+        ranks += (before.sum(dim=1) + 1).tolist()
+    return ranks

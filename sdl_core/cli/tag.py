@@ -63,11 +63,14 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _print_csv(results: list[ImageTags], errors: list[dict]) -> None:
+    """The shown tags (in_top_k 1, rank = place in the list), then the typed tags outside
+    them (in_top_k 0, rank = place among all ranked tags)."""
     writer = csv.writer(sys.stdout)
-    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed"])
+    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed", "in_top_k"])
     for r in results:
-        for rank, t in enumerate(r.tags, 1):
-            writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed)])
+        rows = [(rank, t, 1) for rank, t in enumerate(r.tags, 1)] + [(t.rank, t, 0) for t in r.typed_outside]
+        for rank, t, shown in rows:
+            writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed), shown])
     for e in errors:
         print(f"error: {e['image']}: {e['error']}", file=sys.stderr)
 
@@ -80,6 +83,10 @@ def _print_human(result: ImageTags, with_header: bool) -> None:
     for t in result.tags:
         note = "  (typed)" if t.typed else ""
         print(f"{indent}{t.display:<{width}}  {t.score:8.4f}{note}")
+    outside = result.typed_outside
+    if outside:
+        listed = ", ".join(f"{t.display} (#{t.rank}, {t.score:.4f})" for t in outside)
+        print(f"{indent}your tags outside the top {len(result.tags)} (of {result.ranked}): {listed}")
     if result.not_in_vocabulary:
         print(f"{indent}not in vocabulary: {', '.join(result.not_in_vocabulary)}")
 
