@@ -127,7 +127,8 @@ class Shown:
 TABLE_STYLE = """
 <style>
 .sdl-tags { border-collapse: collapse; width: 100%; font-size: 0.95rem; }
-.sdl-tags th, .sdl-tags td, .sdl-outside th, .sdl-outside td { padding: 4px 8px; border-bottom: 1px solid rgba(127,127,127,0.25); text-align: left; }
+.sdl-tags th, .sdl-tags td, .sdl-outside th, .sdl-outside td {
+  padding: 4px 8px; border-bottom: 1px solid rgba(127,127,127,0.25); text-align: left; }
 .sdl-tags td.num, .sdl-outside td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .sdl-outside { border-collapse: collapse; width: 100%; font-size: 0.95rem; margin-top: 4px; }
 .sdl-outside-title { margin-top: 12px; font-weight: 600; }
