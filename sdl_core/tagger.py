@@ -23,6 +23,7 @@ from .model import Encoded, PrincipalVectorModel
 from .optimize import UNOPTIMISED, InferenceOptions, InferenceRunner
 from .registry import DEFAULT_MODEL, get_model, resolve_name
 from .scoring import score_tags, top_k_indices
+from .bridge import bridge_table_space
 from .tags import clean_tags
 from .vocab import Vocabulary
 from .wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
@@ -43,6 +44,7 @@ class TagResult:
     seen: bool
     principal: int
     typed: bool = False
+    approximate: bool = False  # its vector is a stand-in (bridged into a table space), not the space's own
 
     @property
     def display(self) -> str:
@@ -51,7 +53,7 @@ class TagResult:
 
     def to_dict(self) -> dict:
         return {"tag": self.tag, "score": round(self.score, 6), "seen": self.seen,
-                "principal": self.principal, "typed": self.typed}
+                "principal": self.principal, "typed": self.typed, "approximate": self.approximate}
 
 
 @dataclass
@@ -102,6 +104,7 @@ class _Request:
     typed: np.ndarray
     not_in_vocabulary: list[str]
     tag_tensor: torch.Tensor
+    approximate: np.ndarray
 
 class Tagger:
     """A loaded principal-vector model with its vocabulary and word space.
@@ -163,6 +166,8 @@ class Tagger:
             model, vocab = load_checkpoint(path)
         if space is None and model.config.word_space == WORDLLAMA:
             space = load_word_space("wordllama")  # ships in its pip wheel: typed tags work offline
+        if space is None:  # a fixed table (the authors' fastText vectors): typed tags through the bridge
+            space = bridge_table_space(vocab, TableSpace(model.config.word_space, vocab.tags, vocab.vectors))
         return cls(model, vocab, space, device=device)
 
     # -- tags of a request ----------------------------------------------------------
@@ -188,9 +193,11 @@ class Tagger:
         seen = np.concatenate([base.seen, np.array([t in self._seen for t in added], dtype=bool)])
         typed_set = set(typed)
         typed_flags = np.array([t in typed_set for t in tags], dtype=bool)
+        base_approx = np.zeros(len(base), bool) if base is self.vocabulary else self.word_space.approximate(base.tags)
+        approximate = np.concatenate([base_approx, self.word_space.approximate(added)])
         base_tensor = self._vocab_tensor if base is self.vocabulary else torch.from_numpy(base.vectors).to(self.device)
         tensor = torch.cat([base_tensor, torch.from_numpy(vectors[found]).to(self.device)]) if added else base_tensor
-        return _Request(tags, seen, typed_flags, missing, tensor)
+        return _Request(tags, seen, typed_flags, missing, tensor, approximate)
 
     # -- inference ------------------------------------------------------------------
     def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:
@@ -208,7 +215,7 @@ class Tagger:
         order = top_k_indices(scores, top_k).tolist()
         scores_l, winners_l = scores.tolist(), winners.tolist()
         tags = [TagResult(req.tags[i], float(scores_l[i]), bool(req.seen[i]), int(winners_l[i]),
-                          bool(req.typed[i])) for i in order]
+                          bool(req.typed[i]), bool(req.approximate[i])) for i in order]
         return ImageTags(tags, list(req.not_in_vocabulary), image), order
 
     def tag(self, images: ImageSource | Sequence[ImageSource], extra_tags: Iterable[str] = (), top_k: int = 10,

@@ -80,6 +80,11 @@ class WordSpace(ABC):
                     out[i], found[i] = vec, True
         return out, found
 
+    def approximate(self, tags: Sequence[str]) -> np.ndarray:
+        """Which tags get a stand-in vector rather than the space's own (none here; see
+        :class:`sdl_core.bridge.BridgedSpace`), so results can say so."""
+        return np.zeros(len(tags), dtype=bool)
+
 
 def _unit_vectors(vectors: list[np.ndarray | None] | np.ndarray, dim: int) -> list[np.ndarray | None]:
     """Unit-length copies, normalised in one pass; None where a vector is missing, zero
@@ -240,6 +245,11 @@ class WordLlamaSpace(WordSpace):
         # Tags the word split could change: a typed mark, special-token text, a leading or double space.
         self._whole = re.compile("|".join([_WORD_MARK, "  ", "^ ", *map(re.escape, specials)]))
         self._word_ids: dict[str, tuple[int, ...]] = {}
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of texts as written: case kept, no tag normalisation, no cache
+        (the bridge reads a word's capitalised form as a second view of it)."""
+        return unit_rows(self._embed_new(list(texts)))
 
     def _embed_new(self, tags: list[str]) -> np.ndarray:
         ids, counts = self._token_ids(tags)

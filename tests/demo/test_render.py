@@ -68,7 +68,8 @@ def test_json_result_names_the_file_not_the_server_path(tmp_path):
     res = result(TagResult("cat", 0.9, True, 1, typed=True))
     data = result_json(res, "toy", "/tmp/gradio/abc/photo.jpg", 5, False)
     assert data["image"] == "photo.jpg" and data["model"] == "toy" and data["top_k"] == 5
-    assert data["tags"][0] == {"tag": "cat", "score": 0.9, "seen": True, "principal": 1, "typed": True}
+    assert data["tags"][0] == {"tag": "cat", "score": 0.9, "seen": True, "principal": 1, "typed": True,
+                            "approximate": False}
     path = write_json(data, tmp_path, "tags-photo.json")
     assert path.name == "tags-photo.json" and json.loads(path.read_text()) == data
 
