@@ -18,7 +18,7 @@ The map (chosen by measurement, ``tools/bridge_fidelity.py``; README table):
   norm, made unit length. Ridge shrinks predictions towards the mean; unscaled, every
   bridged word would point at the mean and score like every other.
 
-Fitting is one ``(N + lam I) x = Y`` solve: ~0.1 s for 1006 tags, done on the first
+Fitting is one Cholesky solve of an N x N system: ~0.1 s for 1006 tags, done on the first
 word that needs it (a model whose users type no new words never pays for it).
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from .errors import WordSpaceError
 from .tags import normalize_tag
@@ -55,6 +56,10 @@ class BridgeConfig:
     capitalised: bool = True  # read the capitalised word as a second view
     match_norm: bool = True  # scale predictions to the table's typical centred norm
     inflection: float = 1.0  # weight of the table's singular/plural of a word, added to its bridged vector
+
+    def __post_init__(self) -> None:
+        if not (self.ridge > 0 and self.width > 0 and self.linear >= 0 and self.rbf >= 0):
+            raise WordSpaceError(f"bridge settings out of range (need ridge, width > 0; linear, rbf >= 0): {self}")
 
 
 def inflections(word: str) -> list[str]:
@@ -92,17 +97,18 @@ def source_views(source: WordLlamaSpace, words: Sequence[str], config: BridgeCon
     return np.concatenate(views, axis=1)
 
 
-def bridge_kernel(a: np.ndarray, b: np.ndarray, dim: int, config: BridgeConfig) -> np.ndarray:
-    """Sum over views of ``linear * cos + rbf * exp((cos - 1) / width)`` (rows are
-    unit per view, so dot products are cosines)."""
-    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
-    out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
-    for start in range(0, a.shape[1], dim):
-        cos = a[:, start:start + dim] @ b[:, start:start + dim].T
+def bridge_kernel(a: np.ndarray, b: np.ndarray, dim: int, config: BridgeConfig) -> torch.Tensor:
+    """(len(a), len(b)) float64: the sum over views of ``linear * cos + rbf * exp((cos - 1)
+    / width)`` (rows are unit per view, so dot products are cosines). Both terms are
+    positive semi-definite kernels, so the ridge system is positive definite."""
+    a32, b32 = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    out = torch.zeros(a32.shape[0], b32.shape[0])
+    for start in range(0, a32.shape[1], dim):
+        cos = a32[:, start:start + dim] @ b32[:, start:start + dim].T
         out += config.linear * cos
         if config.rbf:
-            out += config.rbf * np.exp((cos - 1.0) / config.width)
-    return out.astype(np.float64)
+            out += config.rbf * torch.exp((cos - 1.0) / config.width)
+    return out.double()
 
 
 @dataclass
@@ -127,8 +133,9 @@ class WordBridge:
         mean = vectors.mean(axis=0)
         centred = vectors - mean
         gram = bridge_kernel(anchors, anchors, source.dim, config)
-        gram[np.diag_indices_from(gram)] += config.ridge
-        coef = np.linalg.solve(gram, centred)
+        gram.diagonal().add_(config.ridge)
+        # torch's Cholesky: ~0.05 s for 1006 tags on 2 busy cores, where numpy's LU took 0.2-0.7 s
+        coef = torch.cholesky_solve(torch.from_numpy(centred), torch.linalg.cholesky(gram)).numpy()
         norm = float(np.linalg.norm(centred, axis=1).mean()) if config.match_norm else 0.0
         return cls(config, source, anchors, coef, mean, norm)
 
@@ -136,7 +143,7 @@ class WordBridge:
         """(N x D unit vectors, N bools "found"): a word without source tokens gets a zero row."""
         views = source_views(self.source, list(words), self.config)
         found = np.linalg.norm(views, axis=1) > 0
-        centred = bridge_kernel(views, self.anchors, self.source.dim, self.config) @ self.coef
+        centred = bridge_kernel(views, self.anchors, self.source.dim, self.config).numpy() @ self.coef
         if self.norm:
             centred = self.norm * unit_rows(centred)
         out = unit_rows(self.mean + centred)
