@@ -54,6 +54,12 @@ def bridged(relation):
     return space
 
 
+def test_wordllama_reads_words_as_written(source):
+    paris, capital = source.embed_texts(["paris", "Paris"])
+    assert np.allclose(paris, source.embed(["Paris"])[0][0]) and paris @ capital < 0.99  # tags are lower case
+    assert source.approximate(["paris"]).tolist() == [False]  # a space's own vectors are never approximate
+
+
 def test_bridge_recovers_held_out_vectors_of_a_linear_relation(relation, source):
     words, vectors, _ = relation
     bridge = WordBridge.fit(words[:240], vectors[:240], source)
