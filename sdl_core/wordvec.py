@@ -81,8 +81,7 @@ class WordSpace(ABC):
         return out, found
 
     def approximate(self, tags: Sequence[str]) -> np.ndarray:
-        """Which tags get a stand-in vector rather than the space's own (none here; see
-        :class:`sdl_core.bridge.BridgedSpace`), so results can say so."""
+        """Which tags get a stand-in vector, not the space's own (none; see sdl_core.bridge)."""
         return np.zeros(len(tags), dtype=bool)
 
 
@@ -247,8 +246,7 @@ class WordLlamaSpace(WordSpace):
         self._word_ids: dict[str, tuple[int, ...]] = {}
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors of texts as written: case kept, no tag normalisation, no cache
-        (the bridge reads a word's capitalised form as a second view of it)."""
+        """Unit vectors of texts as written, case kept, uncached (the bridge reads ``Moose`` too)."""
         return unit_rows(self._embed_new(list(texts)))
 
     def _embed_new(self, tags: list[str]) -> np.ndarray:
@@ -269,7 +267,9 @@ class WordLlamaSpace(WordSpace):
         ids_of: dict[str, tuple[int, ...]] = {}
         for tag in tags:
             plain = self._plain(tag)
-            parts = tag.split(" ") if plain and tag else [tag] if tag else []
+            parts = [tag] if tag else []
+            if plain and tag:
+                parts = tag.split(" ")
             pieces.append(parts)
             for part in parts:
                 if part not in ids_of:
@@ -381,10 +381,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 def load_word_space(spec: str | Path, name: str | None = None) -> WordSpace:
-    """Open a word space: ``"wordllama"``, a fastText ``.bin``, or a ``.vec`` table.
-
-    Spaces are shared per process (one copy of a 1 GB fastText model, one cache).
-    """
+    """Open ``"wordllama"``, a fastText ``.bin`` or a ``.vec`` table; shared per process (one 1 GB copy, one cache)."""
     key = f"{spec}|{name}"
     with _SHARED_LOCK:
         if key in _SHARED:

@@ -11,6 +11,7 @@ from sdl_core.bridge import (MIN_BRIDGE_TAGS, BridgeConfig, BridgedSpace, WordBr
                              source_views)
 from sdl_core.checkpoint import save_checkpoint
 from sdl_core.config import WordSpaceInfo
+from sdl_core.factory import load_model
 from sdl_core.tagger import Tagger
 from sdl_core.vocab import Vocabulary
 from sdl_core.wordvec import FastTextSpace, TableSpace, load_word_space, unit_rows
@@ -159,6 +160,11 @@ def test_a_real_word_space_wins_over_the_bridge(fasttext_checkpoint, fasttext_bi
     for tagger, approximate in ((bridged, True), (real, False)):
         result = tagger.tag(make_photo(), extra_tags=["kitten"], top_k=0)
         assert next(t for t in result if t.tag == "kitten").approximate is approximate
+
+
+def test_the_factory_bridges_a_table_model_only_without_a_word_space(fasttext_checkpoint, fasttext_bin):
+    assert isinstance(load_model(fasttext_checkpoint).word_space, BridgedSpace)
+    assert isinstance(load_model(fasttext_checkpoint, word_space=fasttext_bin).word_space, FastTextSpace)
 
 
 def test_cli_json_says_approximate_unless_the_word_space_is_given(fasttext_checkpoint, fasttext_bin):
