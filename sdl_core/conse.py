@@ -37,7 +37,7 @@ from .model import Encoded, PrincipalVectorModel
 #: Hyper-parameters (stored in ``config.extra`` so a checkpoint records them).
 #: ``max_tag_cosine``: the tagger shows no two tags whose word vectors are closer than
 #: this (see :mod:`sdl_core.diversity`); scores are not changed by it.
-DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3, "max_tag_cosine": 0.6}
+DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3, "max_tag_cosine": 0.65}
 
 
 @dataclass

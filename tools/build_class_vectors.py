@@ -159,7 +159,7 @@ def build_vocabulary(synsets: dict[str, Synset], classes: list[str], first_sense
     names = {lemma.lower() for c in classes for lemma in synsets[c].lemmas[:1]}
     seen = dv.seen_tags(tags, names, first_sense, covered, forms)
     tag_vectors, _ = WordLlamaSpace().embed(tags)
-    kept, more = dv.filter_vectors(tags, seen, token_counts(tags), dv.hub_share(vectors, tag_vectors))
+    kept, more = dv.filter_vectors(tags, seen, token_counts(tags), tag_vectors, vectors)
     return dv.CleanedVocabulary(kept, seen & set(kept), {**dropped, **more})
 
 

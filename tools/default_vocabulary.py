@@ -16,7 +16,7 @@ docs/quality/NOTES.md:
    pieces, not meaning, and rank by pun;
 4. an *unseen* word that is among the 10 nearest tags of more than ``HUB_SHARE`` of
    the 1,000 ImageNet class vectors is dropped: a hub scores high on any photo
-   (petals after pet, pups after every dog).
+   (petals after pet, pups after every dog). Repeated on what is left until none is.
 
 Seen stays what the classifier was trained on: a tag is *seen* when it (or its singular)
 names an ImageNet class (church, tiger) or its first WordNet noun sense is an ImageNet
@@ -166,20 +166,22 @@ def seen_tags(tags: Iterable[str], class_names: set[str], first_sense: dict[str,
 def hub_share(class_vectors: np.ndarray, tag_vectors: np.ndarray, top: int = HUB_TOP) -> np.ndarray:
     """For each tag, the share of classes that have it among their ``top`` nearest tags."""
     scores = class_vectors @ tag_vectors.T  # (classes, tags)
+    top = min(top, tag_vectors.shape[0])
     nearest = np.argpartition(-scores, top - 1, axis=1)[:, :top]
     return np.bincount(nearest.ravel(), minlength=tag_vectors.shape[0]) / class_vectors.shape[0]
 
 
-def filter_vectors(tags: Sequence[str], seen: set[str], token_counts: Sequence[int], shares: np.ndarray
-                  ) -> tuple[list[str], dict[str, list[str]]]:
-    """Steps 3 (every tag) and 4 (unseen tags: the classifier's hierarchy vouches for seen ones)."""
-    dropped: dict[str, list[str]] = {"sub-word vector": [], "hub": []}
-    kept = []
-    for tag, tokens, share in zip(tags, token_counts, shares):
-        if tokens > MAX_TOKENS:
-            dropped["sub-word vector"].append(tag)
-        elif tag not in seen and share > HUB_SHARE:
-            dropped["hub"].append(tag)
-        else:
-            kept.append(tag)
-    return kept, dropped
+def filter_vectors(tags: Sequence[str], seen: set[str], token_counts: Sequence[int], tag_vectors: np.ndarray,
+                   class_vectors: np.ndarray) -> tuple[list[str], dict[str, list[str]]]:
+    """Step 3 (every tag), then step 4 (unseen tags: the classifier's hierarchy vouches for seen
+    ones), repeated until no unseen tag of what is left is a hub (dropping a hub hands its
+    places among the nearest tags to others)."""
+    keep = [i for i, tokens in enumerate(token_counts) if tokens <= MAX_TOKENS]
+    dropped = {"sub-word vector": [tags[i] for i in range(len(tags)) if token_counts[i] > MAX_TOKENS], "hub": []}
+    while True:
+        shares = hub_share(class_vectors, tag_vectors[keep])
+        hubs = {i for i, share in zip(keep, shares) if share > HUB_SHARE and tags[i] not in seen}
+        if not hubs:
+            return [tags[i] for i in keep], dropped
+        dropped["hub"] += [tags[i] for i in keep if i in hubs]
+        keep = [i for i in keep if i not in hubs]
