@@ -176,8 +176,9 @@ def write_vocabulary(out: Path, vocab: dv.CleanedVocabulary) -> None:
               "# tools/default_vocabulary.py. Regenerate with tools/build_class_vectors.py.\n")
     (out / "vocabulary.txt").write_text(header + "\n".join(vocab.tags) + "\n", encoding="utf-8")
     unseen = [t for t in vocab.tags if t not in vocab.seen]
-    unseen_header = ("# Vocabulary tags the ImageNet classifier does not cover (their first WordNet sense is no\n"
-                     "# ImageNet class or hypernym): shown as *unseen*. Regenerate with tools/build_class_vectors.py.\n")
+    unseen_header = ("# Vocabulary tags the ImageNet classifier does not cover (no class name, and their first\n"
+                     "# WordNet sense is no class or hypernym): shown as *unseen*.\n"
+                     "# Regenerate with tools/build_class_vectors.py.\n")
     (out / "unseen.txt").write_text(unseen_header + "\n".join(unseen) + "\n", encoding="utf-8")
 
 

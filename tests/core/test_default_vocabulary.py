@@ -40,7 +40,8 @@ def test_shipped_vocabulary_is_clean(shipped):
     assert set(tags) <= source and not set(tags) & (dv.PLACES | dv.NOT_VISIBLE | dv.AMBIGUOUS | set(dv.SPELLING))
     plural_pairs = [(t, f) for t in tags for f in forms(t)[1:] if f in tags and t not in dv.DISTINCT_PLURALS]
     assert plural_pairs == []
-    assert {"sky", "lake", "fog", "sunset", "grass"} <= unseen and {"dog", "flowers", "vehicle", "church"} <= set(tags) - unseen
+    assert {"sky", "lake", "fog", "sunset", "grass"} <= unseen
+    assert {"dog", "flowers", "vehicle", "church"} <= set(tags) - unseen
 
 
 def test_shipped_vocabulary_fits_the_model(shipped):
