@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the default model's shipped assets from WordNet, timm and WordLlama.
 
-    python tools/build_class_vectors.py [--wordnet /usr/share/wordnet] [--out assets/default]
+    python tools/build_class_vectors.py [--wordnet /usr/share/wordnet] [--out sdl_core/assets/default]
 
 Writes into ``--out``:
 
@@ -185,7 +185,7 @@ def write_vocabulary(out: Path, vocab: dv.CleanedVocabulary) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"), help="WordNet 3.0 dict folder")
-    parser.add_argument("--out", type=Path, default=ROOT / "assets" / "default")
+    parser.add_argument("--out", type=Path, default=ROOT / "sdl_core" / "assets" / "default")
     parser.add_argument("--levels", type=int, default=LEVELS, help="hypernym levels in a class vector")
     parser.add_argument("--words", type=Path, default=dv.WORDS, help="source tag words, one a line")
     args = parser.parse_args(argv)

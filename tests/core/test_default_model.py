@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,16 @@ from sdl_core.default_model import (CLASS_VECTORS, NAME, UNSEEN, VOCABULARY, bui
 from sdl_core.errors import CheckpointError
 from sdl_core.registry import resolve_name
 from sdl_core.vocab import read_tag_file
+from tests.conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-COFFEE = ROOT / "assets" / "examples" / "coffee.jpg"
+COFFEE = ROOT / "demo" / "examples" / "coffee.jpg"
 COFFEE_LIKE = {"coffee", "cafe", "mug", "restaurant", "kitchen"}
-sys.path.insert(0, str(ROOT / "tools"))
+
+
+def build_tool():
+    """tools/build_class_vectors.py (tools/ is not a package)."""
+    return load_tool("build_class_vectors")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +140,7 @@ WORDNET = Path("/usr/share/wordnet")
 
 @pytest.mark.skipif(not (WORDNET / "data.noun").is_file(), reason="WordNet (Debian wordnet-base) is not installed")
 def test_build_tool_reproduces_shipped_class_vectors():
-    import build_class_vectors as tool
+    tool = build_tool()
     from sdl_core.wordvec import load_word_space
 
     synsets = tool.read_wordnet_nouns(WORDNET)
@@ -151,7 +155,7 @@ def test_build_tool_reproduces_shipped_class_vectors():
 
 
 def test_build_tool_singulars():
-    import build_class_vectors as tool
+    tool = build_tool()
     exceptions = {"geese": "goose"}
     assert "bird" in tool.noun_forms("birds", exceptions)
     assert "goose" in tool.noun_forms("geese", exceptions)

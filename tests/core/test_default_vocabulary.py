@@ -2,7 +2,6 @@
 shipped class vectors and reproducible by tools/build_class_vectors.py."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,10 @@ import pytest
 from sdl_core.default_model import CLASS_VECTORS, UNSEEN, VOCABULARY, read_class_vectors
 from sdl_core.safe_pickle import safe_load_pickle
 from sdl_core.vocab import read_tag_file
-from tests.conftest import REFERENCE, needs_reference
+from tests.conftest import REFERENCE, load_tool, needs_reference
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-import default_vocabulary as dv  # noqa: E402
+dv = load_tool("default_vocabulary")
+tool = load_tool("build_class_vectors")
 
 WORDNET = Path("/usr/share/wordnet")
 needs_wordnet = pytest.mark.skipif(not (WORDNET / "index.noun").is_file(),
@@ -24,7 +22,6 @@ EXCEPTIONS = {"men": "man", "geese": "goose"}
 
 
 def forms(tag: str) -> list[str]:
-    import build_class_vectors as tool
     return tool.noun_forms(tag, EXCEPTIONS)
 
 
@@ -47,7 +44,6 @@ def test_shipped_vocabulary_is_clean(shipped):
 def test_shipped_vocabulary_fits_the_model(shipped):
     """Every tag has at most MAX_TOKENS WordLlama tokens; no unseen tag is a hub of the shipped
     class vectors (what the build checked, recomputed from the files the model loads)."""
-    import build_class_vectors as tool
     from sdl_core.wordvec import load_word_space
 
     tags, unseen = shipped
@@ -107,8 +103,6 @@ def test_source_words_are_the_authors_nus_wide_tags():
 
 @needs_wordnet
 def test_build_tool_reproduces_the_shipped_vocabulary(shipped):
-    import build_class_vectors as tool
-
     synsets = tool.read_wordnet_nouns(WORDNET)
     classes = tool.imagenet_synsets()
     vocab = tool.build_vocabulary(synsets, classes, dv.read_first_senses(WORDNET), tool.read_noun_exceptions(WORDNET),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-import judge_report as jr  # noqa: E402
+from tests.conftest import ROOT, load_tool
+
+jr = load_tool("judge_report")
 
 JUDGED = {
     "a.jpg": [["sky", "ok"], ["*lake*", "ok"], ["giraffe", "absurd"], ["*fog*", "wrong"]],
