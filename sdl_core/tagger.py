@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .diversity import diverse_top_k
 from .errors import SDLError, TagInputError, WordSpaceError
 from .factory import ModelSource, load_model
 from .images import ImageSource, load_image, to_tensor
@@ -198,8 +199,13 @@ class Tagger:
 
     def _rank(self, scores: torch.Tensor, winners: torch.Tensor, req: _Request, top_k: int,
               image: str | None) -> tuple[ImageTags, list[int]]:
-        """The top tags of one image, and their rows in the request (for their maps)."""
-        order = top_k_indices(scores, top_k).tolist()
+        """The top tags of one image, and their rows in the request (for their maps).
+        A model whose config sets ``extra["max_tag_cosine"]`` shows no two near-equal tags."""
+        max_cosine = self.config.extra.get("max_tag_cosine")
+        if max_cosine is None:
+            order = top_k_indices(scores, top_k).tolist()
+        else:
+            order = diverse_top_k(scores, req.tag_tensor, top_k, float(max_cosine), req.typed)
         scores_l, winners_l = scores.tolist(), winners.tolist()
         tags = [TagResult(req.tags[i], float(scores_l[i]), bool(req.seen[i]), int(winners_l[i]),
                           bool(req.typed[i]), bool(req.approximate[i])) for i in order]
