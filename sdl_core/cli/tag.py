@@ -66,11 +66,12 @@ def _print_csv(results: list[ImageTags], errors: list[dict]) -> None:
     """The shown tags (in_top_k 1, rank = place in the list), then the typed tags outside
     them (in_top_k 0, rank = place among all ranked tags)."""
     writer = csv.writer(sys.stdout)
-    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed", "in_top_k"])
+    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed", "approximate", "in_top_k"])
     for r in results:
         rows = [(rank, t, 1) for rank, t in enumerate(r.tags, 1)] + [(t.rank, t, 0) for t in r.typed_outside]
         for rank, t, shown in rows:
-            writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed), shown])
+            writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed),
+                             int(t.approximate), shown])
     for e in errors:
         print(f"error: {e['image']}: {e['error']}", file=sys.stderr)
 
@@ -82,6 +83,8 @@ def _print_human(result: ImageTags, with_header: bool) -> None:
     width = max((len(t.display) for t in result.tags), default=0)
     for t in result.tags:
         note = "  (typed)" if t.typed else ""
+        if t.approximate:
+            note += "  (approximate vector)"
         print(f"{indent}{t.display:<{width}}  {t.score:8.4f}{note}")
     outside = result.typed_outside
     if outside:

@@ -54,7 +54,7 @@ def test_tag_csv(toy_ckpt):
     out = run_cli("tag", toy_ckpt.parent / "img2.jpg", "--model", toy_ckpt, "--top-k", "2", "--csv")
     assert out.returncode == 0
     rows = out.stdout.strip().splitlines()
-    assert rows[0] == "image,rank,tag,score,seen,principal,typed,in_top_k" and len(rows) == 3
+    assert rows[0] == "image,rank,tag,score,seen,principal,typed,approximate,in_top_k" and len(rows) == 3
 
 
 def test_typed_tags_outside_the_top_k_are_reported_with_their_rank(toy_ckpt):
@@ -72,7 +72,7 @@ def test_typed_tags_outside_the_top_k_are_reported_with_their_rank(toy_ckpt):
     line = next(x for x in human.stdout.splitlines() if x.startswith("your tags outside the top 1 (of 8): "))
     assert all(f"{t['tag']} (#{t['rank']}, {t['score']:.4f})" in line for t in outside)
     rows = run_cli("tag", img, "--model", toy_ckpt, "--tags", "sky, cat", "--top-k", "1", "--csv").stdout
-    assert all(f",{t['rank']},{t['tag']},{t['score']:.6f},1,{t['principal']},1,0" in rows for t in outside)
+    assert all(f",{t['rank']},{t['tag']},{t['score']:.6f},1,{t['principal']},1,0,0" in rows for t in outside)
 
 
 def test_default_model_reports_typed_tags_with_rank_and_score(tmp_path):
@@ -132,9 +132,12 @@ def test_import_official_command(tmp_path):
     assert "K=7, D=300, 1006 tags (81 unseen)" in out.stdout
     img = tmp_path / "x.jpg"
     make_photo().save(img)
-    out = run_cli("tag", img, "--model", out_path, "--top-k", "5", "--tags", "dog, qwzx")
+    out = run_cli("tag", img, "--model", out_path, "--top-k", "0", "--tags", "dog, qwzx", "--json")
     assert out.returncode == 0, out.stderr
-    assert "not in vocabulary: qwzx" in out.stdout
+    result = json.loads(out.stdout)["results"][0]
+    typed = {t["tag"]: t for t in result["tags"] if t["typed"]}
+    assert result["not_in_vocabulary"] == [] and set(typed) == {"dog", "qwzx"}  # no fastText: the bridge
+    assert typed["qwzx"]["approximate"] is True and typed["dog"]["approximate"] is False
 
 
 def test_import_official_missing_file_is_exit_2(tmp_path):

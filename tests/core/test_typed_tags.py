@@ -117,5 +117,5 @@ def test_to_dict_carries_typed_with_rank_and_score(tagger):
     d = tagger.tag(make_photo(), extra_tags=["sky"], top_k=1).to_dict()
     json.dumps(d)
     [sky] = d["typed"]
-    assert set(sky) == {"tag", "score", "rank", "seen", "principal", "typed", "in_top_k"}
+    assert set(sky) == {"tag", "score", "rank", "seen", "principal", "typed", "approximate", "in_top_k"}
     assert sky["tag"] == "sky" and 1 <= sky["rank"] <= d["ranked"] == 8
