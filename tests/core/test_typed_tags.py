@@ -24,7 +24,7 @@ def test_ranks_match_a_brute_force_ranking_of_random_scores(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 300))
     scores = rng.normal(size=n).astype(np.float32)
-    rows = [int(r) for r in rng.choice(n, size=min(n, 100), replace=False)]  # > one chunk of 64
+    rows = [int(r) for r in rng.choice(n, size=min(n, 100), replace=False)]
     assert ranks_of(torch.from_numpy(scores), rows) == brute_force_ranks(scores.tolist(), rows)
 
 
