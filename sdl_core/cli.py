@@ -11,13 +11,18 @@ import importlib
 import json
 import logging
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Sequence
 
+from .cli_xmp import XmpOutput, add_xmp_args
 from .errors import SDLError
 from .registry import DEFAULT_MODEL, get_model, list_models
 from .tags import parse_tags
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+#: Tags per image when neither --top-k nor --min-score is given.
+DEFAULT_TOP_K = 10
 
 #: Modules that add sub-commands: each has ``add_commands(subparsers)`` that sets
 #: ``func`` on its parsers. Kept as names so ``tag`` never pays for their imports.
@@ -62,34 +67,98 @@ def default_batch_size(args: argparse.Namespace) -> int:
 
 def cmd_tag(args: argparse.Namespace) -> int:
     extra = parse_tags(args.tags)
+    xmp = XmpOutput(args) if args.write_xmp else None  # bad XMP options fail before the model loads
+    inputs = expand_inputs(args.images, exclude=xmp.excluded() if xmp else ())
     from .optimize import configure_threads
     configure_threads(args.threads)
     tagger = load_tagger(args)
     vocab = _read_vocab(tagger, args.vocab)
+    quiet = args.json or args.csv
     results, errors = [], []
-    for path, result in tagger.tag_files(args.images, extra_tags=extra, top_k=args.top_k, vocabulary=vocab,
+    for path, result in tagger.tag_files(list(inputs), extra_tags=extra, top_k=_top_k(args), vocabulary=vocab,
                                          only_extra=args.only_tags, batch_size=default_batch_size(args)):
+        record = None
+        if not isinstance(result, SDLError):
+            result = above(result, args.min_score)
+            result, record = _write_xmp(xmp, path, inputs[path], result)
         if isinstance(result, SDLError):
             errors.append({"image": path, "error": str(result)})
-            if not (args.json or args.csv):
+            if not quiet:
                 print(f"error: {result}", file=sys.stderr)
+            continue
+        results.append((result, record))
+        for note in (record or {}).get("notes", ()):
+            print(f"note: {note}", file=sys.stderr)
+        if quiet:
+            continue
+        if record is not None:
+            print(f"{record['target']}: {', '.join(t.display for t in result.tags) or '(no tags)'}")
+            _print_missing(result, "  ")
         else:
-            results.append(result)
-            if not (args.json or args.csv):
-                _print_human(result, len(args.images) > 1)
+            _print_human(result, len(inputs) > 1)
     if args.json:
-        json.dump({"model": tagger.name, "results": [r.to_dict() for r in results], "errors": errors},
+        json.dump({"model": tagger.name, "results": [_result_dict(r, x) for r, x in results], "errors": errors},
                   sys.stdout, ensure_ascii=False, indent=2)
         print()
     elif args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed"])
-        for r in results:
+        for r, _ in results:
             for rank, t in enumerate(r.tags, 1):
                 writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed)])
         for e in errors:
             print(f"error: {e['image']}: {e['error']}", file=sys.stderr)
     return EXIT_SOME_FAILED if errors else EXIT_OK
+
+
+def _top_k(args: argparse.Namespace) -> int:
+    """--top-k as given; else every tag when --min-score filters, else the default."""
+    if args.top_k is not None:
+        return args.top_k
+    return 0 if args.min_score is not None else DEFAULT_TOP_K
+
+
+def _write_xmp(xmp: XmpOutput | None, path: str, base: Path, result):
+    """(result, what was written) or, when writing failed, (the error, None)."""
+    if xmp is None:
+        return result, None
+    try:
+        return result, xmp.write(path, base, result.tags)
+    except SDLError as exc:
+        return exc, None
+
+
+def _result_dict(result, xmp_record: dict | None) -> dict:
+    data = result.to_dict()
+    if xmp_record is not None:
+        data["xmp"] = xmp_record
+    return data
+
+
+def above(result, min_score: float | None):
+    """The result with only the tags scoring at least ``min_score`` (all when None)."""
+    if min_score is None:
+        return result
+    return replace(result, tags=[t for t in result.tags if t.score >= min_score])
+
+
+def expand_inputs(items: Sequence[str], exclude: Sequence[Path] = ()) -> dict[str, Path]:
+    """Photos of the command line, each with the folder it was given under: a folder's photos
+    (recursive, like ``index``; hidden files and ``exclude`` skipped) and files as given."""
+    from .search import IMAGE_SUFFIXES, scan_folder
+    skipped = [Path(e).absolute() for e in exclude]
+    out: dict[str, Path] = {}
+    for item in items:
+        path = Path(item)
+        if not path.is_dir():
+            out[str(item)] = path.absolute().parent
+            continue
+        found = [path / e.path for e in scan_folder(path)]
+        found = [p for p in found if not any(p.absolute().is_relative_to(s) for s in skipped)]
+        if not found:
+            raise SDLError(f"{item}: no photos in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        out.update((str(p), path.absolute()) for p in found)
+    return out
 
 
 def _print_human(result, with_header: bool) -> None:
@@ -100,6 +169,10 @@ def _print_human(result, with_header: bool) -> None:
     for t in result.tags:
         note = "  (typed)" if t.typed else ""
         print(f"{indent}{t.display:<{width}}  {t.score:8.4f}{note}")
+    _print_missing(result, indent)
+
+
+def _print_missing(result, indent: str) -> None:
     if result.not_in_vocabulary:
         print(f"{indent}not in vocabulary: {', '.join(result.not_in_vocabulary)}")
 
@@ -138,12 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tag = sub.add_parser("tag", help="tag images", description="Rank tags for images; unseen tags print as *tag*.")
-    tag.add_argument("images", nargs="+", metavar="IMAGE")
+    tag.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                     help="photos, or folders (their photos, recursively)")
     _add_model_args(tag)
     tag.add_argument("--tags", default="", help='extra tags, comma-separated: "hot dog, espresso"')
     tag.add_argument("--only-tags", action="store_true", help="rank only the --tags, not the model's vocabulary")
     tag.add_argument("--vocab", help="text file of tags (one per line) to rank instead of the model's vocabulary")
-    tag.add_argument("--top-k", type=_non_negative, default=10, help="tags per image; 0 = all (default 10)")
+    tag.add_argument("--top-k", type=_non_negative, default=None,
+                     help=f"tags per image; 0 = all (default {DEFAULT_TOP_K}, or all with --min-score)")
+    tag.add_argument("--min-score", type=float, default=None, metavar="S",
+                     help="only tags scoring at least S (scores are the model's; see a --json run for their range)")
     fmt = tag.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print one JSON object")
     fmt.add_argument("--csv", action="store_true", help="print CSV rows")
@@ -152,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--threads", type=_positive, default=None,
                      help="CPU threads for the model (default: the cores this process may use; "
                           "on a busy shared machine 1 can be much faster)")
+    add_xmp_args(tag)
     tag.set_defaults(func=cmd_tag)
 
     imp = sub.add_parser("import-official", help="convert the authors' NUS_mtresnet_224.pth to our format")
