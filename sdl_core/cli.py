@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .cli_xmp import XmpOutput, add_xmp_args
+from .cli_xmp import XmpOutput, add_xmp_args, print_written
 from .errors import SDLError
 from .registry import DEFAULT_MODEL, get_model, list_models
 from .tags import parse_tags
@@ -92,7 +92,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         if quiet:
             continue
         if record is not None:
-            print(f"{record['target']}: {', '.join(t.display for t in result.tags) or '(no tags)'}")
+            print_written(path, record, result)
             _print_missing(result, "  ")
         else:
             _print_human(result, len(inputs) > 1)

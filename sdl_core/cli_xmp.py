@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from .errors import XmpError
-from .keywords import APPEND, COPY_FOLDER_SUFFIX, ROOT, SIDECAR_NAMES, check_root, sidecar_path
+from .keywords import APPEND, COPY_FOLDER_SUFFIX, NOTHING, ROOT, SIDECAR_NAMES, check_root, sidecar_path
 
 if TYPE_CHECKING:
     from .tagger import TagResult
@@ -76,3 +76,11 @@ class XmpOutput:
                             sidecar_name=args.sidecar_name, root=args.xmp_root)
         return {"target": str(written.target), "kind": written.kind, "keywords": list(written.keywords),
                 "notes": list(written.notes)}
+
+
+def print_written(photo: str, record: dict, result) -> None:
+    """The human line of one photo: where its keywords went, and which."""
+    if record["kind"] == NOTHING:
+        print(f"{photo}: no tags to write (and no sidecar: it would be empty)")
+    else:
+        print(f"{record['target']}: {', '.join(t.display for t in result.tags) or '(no tags)'}")

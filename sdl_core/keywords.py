@@ -33,6 +33,8 @@ LR_SEP, DIGIKAM_SEP = "|", "/"
 #: "compatible with commercial programs" option, Immich).
 APPEND, REPLACE = "append", "replace"
 SIDECAR_NAMES = (APPEND, REPLACE)
+#: Where keywords went (``xmp.XmpWritten.kind``); NOTHING: no tags and no other XMP, so no sidecar.
+SIDECAR, COPY, IN_PLACE, NOTHING = "sidecar", "copy", "in place", "nothing"
 #: Copies with embedded keywords go to a sibling folder: photos/ -> photos-tagged/.
 COPY_FOLDER_SUFFIX = "-tagged"
 

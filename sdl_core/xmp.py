@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import exiv2
 
 from .errors import XmpError
-from .keywords import (APPEND, ROOT, Keywords, append_new, default_copy_path, merge_keywords, sdl_keywords,
-                       sidecar_path)
+from .keywords import (APPEND, COPY, IN_PLACE, NOTHING, ROOT, SIDECAR, Keywords, append_new, default_copy_path,
+                       merge_keywords, sdl_keywords, sidecar_path)
 
 if TYPE_CHECKING:  # the tagger's module imports torch: writing keywords does not need it
     from .tagger import TagResult
@@ -35,7 +35,6 @@ SUBJECT = "Xmp.dc.subject"
 HIERARCHICAL = "Xmp.lr.hierarchicalSubject"
 TAGS_LIST = "Xmp.digiKam.TagsList"
 IPTC_KEYWORDS = "Iptc.Application2.Keywords"
-SIDECAR, COPY, IN_PLACE = "sidecar", "copy", "in place"
 
 exiv2.XmpParser.initialize()  # once, before any thread uses exiv2's XMP toolkit
 
@@ -202,7 +201,8 @@ class _NothingLeft(Exception):
     """A sidecar would hold no XMP at all (exiv2 writes no empty packet)."""
 
 
-def _write_sidecar(photo: Path, side: Path, ours: Keywords, root: str) -> list[str]:
+def _write_sidecar(photo: Path, side: Path, ours: Keywords, root: str) -> tuple[str, list[str]]:
+    """Write (or update) a sidecar: (SIDECAR or NOTHING, notes)."""
     _check_writable(side)
     notes: list[str] = []
     try:
@@ -224,8 +224,8 @@ def _write_sidecar(photo: Path, side: Path, ours: Keywords, root: str) -> list[s
             image.writeMetadata()
     except _NothingLeft:
         side.unlink(missing_ok=True)
-        notes.append(f"{side.name}: no keywords or other XMP left, so no sidecar")
-    return notes
+        return NOTHING, notes
+    return SIDECAR, notes
 
 
 def _write_embedded(photo: Path, dest: Path, ours: Keywords, root: str) -> None:
@@ -264,7 +264,8 @@ def write_xmp(photo: str | Path, tags: Iterable[TagResult], *, embed: bool = Fal
     try:
         if not embed:
             side = dest if dest is not None else sidecar_path(photo, sidecar_name)
-            return XmpWritten(photo, side, SIDECAR, ours.subject, tuple(_write_sidecar(photo, side, ours, root)))
+            kind, notes = _write_sidecar(photo, side, ours, root)
+            return XmpWritten(photo, side, kind, ours.subject, tuple(notes))
         if dest is None:
             dest = default_copy_path(photo)
         if not in_place and dest.resolve() == photo.resolve():
@@ -276,8 +277,8 @@ def write_xmp(photo: str | Path, tags: Iterable[TagResult], *, embed: bool = Fal
         if not in_place:
             _copy_unchanged(photo, dest)
         side = sidecar_path(dest, sidecar_name)
-        notes = [f"{photo.name}: {reason}; wrote a sidecar instead"] + _write_sidecar(photo, side, ours, root)
-        return XmpWritten(photo, side, SIDECAR, ours.subject, tuple(notes))
+        kind, notes = _write_sidecar(photo, side, ours, root)
+        return XmpWritten(photo, side, kind, ours.subject, (f"{photo.name}: {reason}; wrote a sidecar instead", *notes))
     except OSError as exc:
         raise XmpError(f"cannot write keywords for {photo.name}: {exc.strerror or exc}") from None
     except exiv2.Exiv2Error as exc:
