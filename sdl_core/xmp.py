@@ -95,7 +95,7 @@ def _open(path: Path, name: str) -> "exiv2.Image":
 
 def _cannot_embed(photo: Path) -> str | None:
     """Why the photo's format cannot hold XMP that exiv2 writes, or None when it can."""
-    reason = f"{photo.suffix.lstrip('.').upper() or 'these'} files cannot hold embedded XMP"
+    reason = f"exiv2 cannot embed XMP in {photo.suffix.lstrip('.').upper() or 'these'} files"
     try:
         image = exiv2.ImageFactory.open(str(photo))
     except exiv2.Exiv2Error:

@@ -81,7 +81,7 @@ def test_bad_input_is_one_line_and_the_rest_goes_on(tmp_path, toy):
     make_photo(32, 32).save(root / "anim.gif")
     out = run_cli("tag", root, "--model", toy, "--write-xmp", "--sidecar-name", "replace", "--embed", "--in-place")
     assert out.returncode == 0, out.stderr
-    assert "note: anim.gif: GIF files cannot hold embedded XMP; wrote a sidecar instead" in out.stderr
+    assert "note: anim.gif: exiv2 cannot embed XMP in GIF files; wrote a sidecar instead" in out.stderr
     assert (root / "anim.xmp").exists() and read_xmp(jpg)["Subject"] and read_xmp(png)["Subject"]
     out = run_cli("tag", jpg, png, "--model", toy, "--write-xmp", "--sidecar-name", "replace")
     assert out.returncode == 1 and "same.xmp is also the sidecar of same.jpg" in out.stderr
