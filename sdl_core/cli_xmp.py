@@ -26,7 +26,8 @@ def add_xmp_args(parser: argparse.ArgumentParser) -> None:
                             "replace: photo.xmp (Lightroom/Capture One style, digiKam's 'compatible' option)")
     group.add_argument("--embed", action="store_true",
                        help="embed the keywords in copies of the photos (in --copy-to, default FOLDER-tagged/ "
-                            "beside the folder), keeping all other metadata; formats that cannot hold XMP get a sidecar")
+                            "beside the folder), keeping all other metadata; formats exiv2 cannot embed in get a "
+                            "sidecar")
     group.add_argument("--copy-to", metavar="DIR", help="with --embed: where the copies go (subfolders are mirrored)")
     group.add_argument("--in-place", action="store_true",
                        help="with --embed: write into the photos themselves (each is rewritten through a temporary "

@@ -260,26 +260,35 @@ def write_xmp(photo: str | Path, tags: Iterable[TagResult], *, embed: bool = Fal
         raise XmpError(f"{photo}: no such photo")
     ours = sdl_keywords(tags, root)
     sidecar_path(photo, sidecar_name)  # an unknown naming fails before anything is written
-    dest = photo.resolve() if in_place else Path(target) if target is not None else None
     try:
         if not embed:
-            side = dest if dest is not None else sidecar_path(photo, sidecar_name)
+            side = Path(target) if target is not None else sidecar_path(photo, sidecar_name)
             kind, notes = _write_sidecar(photo, side, ours, root)
             return XmpWritten(photo, side, kind, ours.subject, tuple(notes))
-        if dest is None:
-            dest = default_copy_path(photo)
-        if not in_place and dest.resolve() == photo.resolve():
-            raise XmpError(f"{dest}: the copy would replace the photo; use in_place=True to write into it")
-        reason = _cannot_embed(photo)
-        if reason is None:
-            _write_embedded(photo, dest, ours, root)
-            return XmpWritten(photo, dest, IN_PLACE if in_place else COPY, ours.subject)
-        if not in_place:
-            _copy_unchanged(photo, dest)
-        side = sidecar_path(dest, sidecar_name)
-        kind, notes = _write_sidecar(photo, side, ours, root)
-        return XmpWritten(photo, side, kind, ours.subject, (f"{photo.name}: {reason}; wrote a sidecar instead", *notes))
+        return _embed(photo, _embed_destination(photo, in_place, target), ours, in_place, sidecar_name, root)
     except OSError as exc:
         raise XmpError(f"cannot write keywords for {photo.name}: {exc.strerror or exc}") from None
     except exiv2.Exiv2Error as exc:
         raise XmpError(f"cannot write keywords for {photo.name}: {exc.message}") from None
+
+
+def _embed_destination(photo: Path, in_place: bool, target: str | Path | None) -> Path:
+    if in_place:
+        return photo.resolve()  # a link's target: the link stays a link
+    dest = Path(target) if target is not None else default_copy_path(photo)
+    if dest.resolve() == photo.resolve():
+        raise XmpError(f"{dest}: the copy would replace the photo; use in_place=True to write into it")
+    return dest
+
+
+def _embed(photo: Path, dest: Path, ours: Keywords, in_place: bool, sidecar_name: str, root: str) -> XmpWritten:
+    """Embed in ``dest``; a format exiv2 cannot embed in gets an unchanged copy and a sidecar."""
+    reason = _cannot_embed(photo)
+    if reason is None:
+        _write_embedded(photo, dest, ours, root)
+        return XmpWritten(photo, dest, IN_PLACE if in_place else COPY, ours.subject)
+    if not in_place:
+        _copy_unchanged(photo, dest)
+    side = sidecar_path(dest, sidecar_name)
+    kind, notes = _write_sidecar(photo, side, ours, root)
+    return XmpWritten(photo, side, kind, ours.subject, (f"{photo.name}: {reason}; wrote a sidecar instead", *notes))
