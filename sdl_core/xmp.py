@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import threading
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import exiv2
 
 from .errors import XmpError
+from .files import atomic_write
 from .keywords import (APPEND, COPY, IN_PLACE, NOTHING, ROOT, SIDECAR, Keywords, append_new, default_copy_path,
                        merge_keywords, sdl_keywords, sidecar_path)
 
@@ -172,18 +172,6 @@ def _check_writable(target: Path) -> None:
         raise XmpError(f"{target} is read-only; left as it is")
 
 
-@contextlib.contextmanager
-def _replacing(target: Path) -> Iterator[Path]:
-    """A temporary path beside ``target`` that replaces it when the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _seed(photo: Path) -> tuple[Keywords, list[str]]:
     """The photo's own keywords (embedded XMP, IPTC), to start a new sidecar with: tools that
     read a sidecar show its keywords instead of the embedded ones."""
@@ -206,7 +194,7 @@ def _write_sidecar(photo: Path, side: Path, ours: Keywords, root: str) -> tuple[
     _check_writable(side)
     notes: list[str] = []
     try:
-        with _replacing(side) as tmp:
+        with atomic_write(side) as tmp:
             if side.exists():
                 shutil.copy2(side, tmp)
                 image = _open(tmp, side.name)
@@ -230,7 +218,7 @@ def _write_sidecar(photo: Path, side: Path, ours: Keywords, root: str) -> tuple[
 
 def _write_embedded(photo: Path, dest: Path, ours: Keywords, root: str) -> None:
     _check_writable(dest)
-    with _replacing(dest) as tmp:
+    with atomic_write(dest) as tmp:
         shutil.copy2(photo, tmp)
         image = _open(tmp, photo.name)
         _store_keywords(image, merge_keywords(_keywords(image), ours, root))
@@ -239,7 +227,7 @@ def _write_embedded(photo: Path, dest: Path, ours: Keywords, root: str) -> None:
 
 def _copy_unchanged(photo: Path, dest: Path) -> None:
     _check_writable(dest)
-    with _replacing(dest) as tmp:
+    with atomic_write(dest) as tmp:
         shutil.copy2(photo, tmp)
 
 

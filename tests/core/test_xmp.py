@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdl_core import xmp
+from sdl_core import files
 from sdl_core.errors import XmpError
 from sdl_core.tagger import TagResult
 from sdl_core.keywords import Keywords, merge_keywords, sdl_keywords, sidecar_path
@@ -255,7 +255,7 @@ def test_a_failed_write_leaves_no_half_written_file(tmp_path, monkeypatch):
 
     def disk_full(src, dst):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(xmp.os, "replace", disk_full)
+    monkeypatch.setattr(files.os, "replace", disk_full)
     for kwargs in ({}, dict(embed=True, in_place=True)):
         with pytest.raises(XmpError, match="No space left on device"):
             write_xmp(photo, tags("cat"), **kwargs)

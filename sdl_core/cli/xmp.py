@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from .errors import XmpError
-from .keywords import APPEND, COPY_FOLDER_SUFFIX, NOTHING, ROOT, SIDECAR_NAMES, check_root, sidecar_path
+from ..errors import XmpError
+from ..keywords import APPEND, COPY_FOLDER_SUFFIX, NOTHING, ROOT, SIDECAR_NAMES, check_root, sidecar_path
 
 if TYPE_CHECKING:
-    from .tagger import TagResult
+    from ..tagger import TagResult
 
 #: Help of the XMP options (the README quotes the same workflow).
 XMP_HELP = ("write the tags as XMP keywords (dc:subject, lr:hierarchicalSubject, digiKam:TagsList under "
@@ -72,7 +72,7 @@ class XmpOutput:
             if other != str(photo):
                 raise XmpError(f"{photo}: its sidecar {sidecar.name} is also the sidecar of {Path(other).name}; "
                                "use --sidecar-name append (photo.jpg.xmp)")
-        from .xmp import write_xmp  # exiv2 loads only when keywords are written
+        from ..xmp import write_xmp  # exiv2 loads only when keywords are written
         written = write_xmp(path, tags, embed=args.embed, in_place=args.in_place, target=target,
                             sidecar_name=args.sidecar_name, root=args.xmp_root)
         return {"target": str(written.target), "kind": written.kind, "keywords": list(written.keywords),
