@@ -27,6 +27,7 @@ from typing import Any, Sequence  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
+from sdl_core.errors import SDLError  # noqa: E402
 from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
 from sdl_core.registry import DEFAULT_MODEL  # noqa: E402
 from sdl_core.tags import MAX_TAGS, parse_tags  # noqa: E402
@@ -35,7 +36,7 @@ from .about import about_markdown, measured_quality  # noqa: E402
 from .errors import user_errors  # noqa: E402
 from .models import TaggerCache, model_choices  # noqa: E402
 from .render import (Shown, model_view, overlays_each, principal_captions, result_json, safe_stem,  # noqa: E402
-                     tags_table_html, write_json)
+                     tags_table_html, write_json, write_xmp_sidecar)
 from .search_tab import build_search_tab  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,18 @@ class Handlers:
         first = choices[0] if choices else None
         return (tags_table_html(analysis.tags, tagger.name), str(json_path), principal,
                 gr.Dropdown(choices=choices, value=first, interactive=True),
-                shown.tag_gallery(first) if first else [], shown)
+                shown.tag_gallery(first) if first else [], shown, self.sidecar(path, name, shown, json_path.parent))
+
+    def sidecar(self, path: str, name: str, shown: Shown, folder: Path) -> str | None:
+        """The XMP sidecar download; a photo whose keywords cannot be read is a warning, not a failed request."""
+        try:
+            sidecar, notes = write_xmp_sidecar(path, name, shown.tags, folder)
+        except SDLError as exc:
+            gr.Warning(f"No XMP sidecar: {exc}")
+            return None
+        for note in notes:
+            gr.Warning(note)
+        return str(sidecar)
 
     def show_tag(self, choice: str | None, shown: Shown | None) -> list:
         """The K maps of the chosen tag, from the kept result (no model run)."""
@@ -198,6 +210,8 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
                 with gr.Column(scale=1):
                     table = gr.HTML(value="<p>Tags appear here.</p>", label="Ranked tags", elem_id="sdl-table")
                     download = gr.File(label="Result as JSON", interactive=False, elem_id="sdl-json")
+                    sidecar = gr.File(label="Tags as an XMP sidecar (put it beside the photo: digiKam, darktable)",
+                                      interactive=False, elem_id="sdl-xmp")
                     with gr.Accordion("About this model", open=False):
                         about = gr.Markdown(ABOUT_LOADING, label="About this model", elem_id="sdl-about")
             maps = gr.Gallery(label="Where each principal vector looks (caption: the tags it wins)",
@@ -211,7 +225,7 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
             shown = gr.State(None, time_to_live=STATE_TTL_S)
 
             inputs = [image, tags, only_typed, top_k, model_box]
-            outputs = [table, download, maps, tag_choice, tag_maps, shown]
+            outputs = [table, download, maps, tag_choice, tag_maps, shown, sidecar]
             # preprocess=False: uploads are opened by sdl_core (its limits, its messages); every
             # input is checked in Handlers.tag (top-k range, model offered, tag limits).
             tag_event = dict(fn=user_errors(handlers.tag), inputs=inputs, outputs=outputs, preprocess=False,

@@ -1,5 +1,5 @@
 """Turning sdl_core results into what the page shows: heat-map overlays, the tag
-table (HTML built with ``html.escape`` only) and the JSON download.
+table (HTML built with ``html.escape`` only), the JSON download and the XMP sidecar.
 
 Pure functions over PIL images, numpy arrays and sdl_core dataclasses: no model
 math, no Gradio. Overlays use a colormap lookup table from matplotlib and a PIL
@@ -177,6 +177,21 @@ def safe_stem(name: str | None, fallback: str = "photo") -> str:
     """A file-name-safe stem from an uploaded file's name."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem if name else "").strip("._")[:60]
     return stem or fallback
+
+
+def safe_file_name(name: str | None, fallback: str = "photo") -> str:
+    """A file-name-safe name that keeps the uploaded file's extension: ``Mon été.JPG`` -> ``Mon_t.JPG``."""
+    suffix = re.sub(r"[^A-Za-z0-9]+", "", Path(name).suffix if name else "")[:10]
+    return safe_stem(name, fallback) + (f".{suffix}" if suffix else "")
+
+
+def write_xmp_sidecar(photo: str | Path, name: str | None, tags: Sequence[TagResult], folder: Path
+                      ) -> tuple[Path, tuple[str, ...]]:
+    """The tags as an XMP sidecar for the uploaded photo (``photo.jpg.xmp``, the name digiKam and
+    darktable look for beside ``photo.jpg``), merged with the photo's own keywords; and its notes."""
+    from sdl_core.xmp import write_xmp  # exiv2 loads with the first download, not with the page
+    written = write_xmp(photo, tags, target=folder / f"{safe_file_name(name)}.xmp")
+    return written.target, written.notes
 
 
 def write_json(data: dict, root: Path, name: str, keep: int = 200) -> Path:

@@ -31,3 +31,7 @@ class CheckpointError(SDLError):
 
 class ModelNotFoundError(SDLError):
     """A model name is neither registered nor a readable checkpoint path."""
+
+
+class XmpError(SDLError):
+    """XMP keywords could not be written: a read-only folder, malformed existing XMP, ..."""

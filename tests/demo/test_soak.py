@@ -174,7 +174,7 @@ def run_one(client, req: Request, files: dict[str, Path], model: str, deadline: 
 
 def check_result(req: Request, result) -> str:
     """'' if the answer of a good request is right, else what is wrong."""
-    table, _json_file, maps, choice, tag_maps = result
+    table, _json_file, maps, choice, tag_maps, _xmp_file = result
     rows = re.findall(r'<td class="tag">', table)
     if not 1 <= len(rows) <= req.top_k:
         return f"table has {len(rows)} rows for top-k {req.top_k}"
