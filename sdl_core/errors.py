@@ -31,3 +31,8 @@ class CheckpointError(SDLError):
 
 class ModelNotFoundError(SDLError):
     """A model name is neither registered nor a readable checkpoint path."""
+
+
+class StorageError(SDLError):
+    """A file could not be written (disk full, read-only, no permission, or another
+    process is writing it); nothing half-written is left behind."""

@@ -266,7 +266,7 @@ def load_index(path: str | Path) -> SearchIndex:
         index = SearchIndex(root, identity, entries, vectors, vocab, meta.get("word_space_source") or None, failed)
     except SDLError as exc:
         raise SearchIndexError(f"{path.name}: {exc}") from None
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError, UnicodeError) as exc:
         raise SearchIndexError(f"{path.name}: index is incomplete or invalid ({type(exc).__name__}: {exc}). "
                                "Delete it and run `index` again.") from None
     if not _all_finite(index.vectors):
