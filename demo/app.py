@@ -34,6 +34,7 @@ from demo.about import README, about_markdown, measured_quality  # noqa: E402
 from demo.models import TaggerCache, model_choices  # noqa: E402
 from demo.render import (Shown, model_view, overlays_each, principal_captions, result_json,  # noqa: E402
                          safe_stem, tags_table_html, write_json)
+from sdl_core.errors import StorageError  # noqa: E402
 from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
 from sdl_core.registry import DEFAULT_MODEL  # noqa: E402
 from sdl_core.tags import MAX_TAGS, parse_tags  # noqa: E402
@@ -128,12 +129,23 @@ class Handlers:
                              principal_captions(analysis.principal_tags)))
         shown = Shown(photo, tuple(analysis.tags.tags), analysis.tag_maps)
         data = result_json(analysis.tags, tagger.name, name, top_k, bool(only_typed))
-        json_path = write_json(data, self.json_root, f"tags-{safe_stem(name)}.json")
+        json_path = self.json_download(data, name)
         choices = [t.display for t in shown.tags]
         first = choices[0] if choices else None
-        return (tags_table_html(analysis.tags, tagger.name), str(json_path), principal,
+        return (tags_table_html(analysis.tags, tagger.name), json_path, principal,
                 gr.Dropdown(choices=choices, value=first, interactive=True),
                 shown.tag_gallery(first) if first else [], shown)
+
+    def json_download(self, data: dict, name: str) -> str | None:
+        """The JSON file to offer; when it cannot be written (full or read-only disk) the tags
+        are still shown, without a download, and the page says why."""
+        try:
+            return str(write_json(data, self.json_root, f"tags-{safe_stem(name)}.json"))
+        except StorageError as exc:
+            log.warning("%s", exc)
+            gr.Warning("The tags are shown, but the JSON download could not be saved on the server "
+                       "(its disk is full or read-only).")
+            return None
 
     def show_tag(self, choice: str | None, shown: Shown | None) -> list:
         """The K maps of the chosen tag, from the kept result (no model run)."""

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 
 from sdl_core.config import PreprocessConfig
+from sdl_core.errors import StorageError
+from sdl_core.storage import os_error_reason, write_bytes_atomically
 
 if TYPE_CHECKING:  # the tagger's module imports torch and timm: the page is served before they load
     from sdl_core.tagger import ImageTags, TagResult
@@ -176,15 +178,27 @@ def safe_stem(name: str | None, fallback: str = "photo") -> str:
     return stem or fallback
 
 
-def write_json(data: dict, root: Path, name: str, keep: int = 200) -> Path:
+#: JSON downloads kept on the server (the newest; each is a few KB).
+KEEP_JSON = 200
+
+
+def write_json(data: dict, root: Path, name: str, keep: int = KEEP_JSON) -> Path:
     """Write ``data`` as ``root/<unique>/name`` (so downloads keep a readable name and
-    requests never overwrite each other), keeping only the newest ``keep`` folders."""
-    root.mkdir(parents=True, exist_ok=True)
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    requests never overwrite each other), keeping only the newest ``keep`` folders.
+
+    Whole or not at all: a full or read-only disk raises ``StorageError`` and leaves no
+    empty folder or partial file."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    except OSError as exc:
+        raise StorageError(f"cannot write the JSON download: {os_error_reason(exc)}") from None
     for stale in folders[: max(0, len(folders) - keep + 1)]:
         shutil.rmtree(stale, ignore_errors=True)
     folder = root / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # names sort by age
-    folder.mkdir()
-    path = folder / name
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    return path
+    try:
+        return write_bytes_atomically(folder / name, json.dumps(data, ensure_ascii=False, indent=2).encode(),
+                                      "JSON download")
+    except StorageError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

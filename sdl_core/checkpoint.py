@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 
 from .config import ModelConfig, PreprocessConfig
 from .errors import CheckpointError, SDLError, VocabularyError
+from .storage import write_bytes_atomically
 from .vocab import Vocabulary
 from .wordvec import AUTHORS_FASTTEXT
 
@@ -43,11 +44,8 @@ def save_checkpoint(model: PrincipalVectorModel, vocab: Vocabulary, path: str | 
     tensors["vocab.seen"] = torch.from_numpy(vocab.seen.astype(np.uint8))
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "config": model.config.to_json(), "vocab_tags": json.dumps(vocab.tags, ensure_ascii=False)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
-    return path
+    # all or nothing: a full or read-only disk gives a StorageError and never half a checkpoint
+    return write_bytes_atomically(path, serialize(tensors, metadata=metadata), "checkpoint")
 
 
 def read_tagged_safetensors(path: Path, fmt: str, error: type[SDLError], what: str, noun: str,

@@ -19,7 +19,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import torch
 from torch import nn
 
 from .checkpoint import hash_tensors
+from .errors import StorageError
+from .storage import write_bytes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +138,6 @@ def _matches(session, trunk: nn.Module, input_size: int) -> bool:
     return float(np.abs(got - expected).max()) <= _MATCH_TOLERANCE * scale
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None) -> OnnxFeatures | None:
     """An ONNX Runtime replacement for ``trunk.forward_features``, or None where it cannot be had."""
     if not available():
@@ -180,11 +169,11 @@ def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None)
         log.warning("%s gives other features in ONNX Runtime than in torch: it runs on torch",
                     type(trunk).__name__)
         return None
-    try:
-        _write_atomically(path, graph)
+    try:  # all or nothing: two processes exporting at once each rename a whole graph into place
+        write_bytes_atomically(path, graph, "ONNX graph cache file")
         _prune(path.parent, MAX_CACHED_GRAPHS)
-    except OSError as exc:
-        log.info("cannot cache the ONNX graph in %s (%s); it will be exported again next time", path.parent, exc)
+    except (StorageError, OSError) as exc:
+        log.info("cannot cache the ONNX graph (%s); it will be exported again next time", exc)
     return OnnxFeatures(session, trunk, input_size)
 
 

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequ
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 
 from .checkpoint import hash_tensors, read_tagged_safetensors
 from .config import ModelConfig, WordSpaceInfo
-from .errors import SDLError, TagInputError
+from .errors import SDLError, StorageError, TagInputError
 from .scoring import score_tags
+from .storage import exclusive, write_bytes_atomically
 from .tags import clean_tags, parse_tags
 from .vocab import Vocabulary
 from .wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
@@ -180,9 +181,9 @@ class SearchIndex:
         return self._mean
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically (temporary file + rename): a crash never leaves half an index."""
+        """Write atomically (temporary file + rename): a crash or a full disk never leaves half an
+        index, and the index already there stays whole."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
             "vectors": _storage(self.vectors),
             "sizes": torch.tensor([e.size for e in self.entries], dtype=torch.int64),
@@ -204,14 +205,10 @@ class SearchIndex:
             "failed": json.dumps(self.failed[:MAX_FAILED_KEPT], ensure_ascii=False),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            save_file(tensors, str(tmp), metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+            return write_bytes_atomically(path, serialize(tensors, metadata=metadata), "search index")
+        except StorageError as exc:
+            raise SearchIndexError(f"{exc}; give another file with --out") from None
 
 
 def _storage(vectors: torch.Tensor) -> torch.Tensor:
@@ -626,12 +623,17 @@ def _model_source(name: str) -> tuple[str, bool]:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, EXIT_SOME_FAILED, load_tagger
-    from .registry import DEFAULT_MODEL
     folder = Path(args.folder)
     if not folder.is_dir():
         raise SearchIndexError(f"{folder}: no such folder")
     out = Path(args.out) if args.out else folder / DEFAULT_INDEX_NAME
+    with exclusive(out, "search index", SearchIndexError):  # a second `index` run on it fails clearly
+        return _index_locked(args, folder, out)
+
+
+def _index_locked(args: argparse.Namespace, folder: Path, out: Path) -> int:
+    from .cli import EXIT_OK, EXIT_SOME_FAILED, load_tagger
+    from .registry import DEFAULT_MODEL
     old = None if args.rebuild or not out.exists() else load_index(out)
     if args.model is None:  # re-running: the model that built the index
         args.model = (old.identity.source if old is not None and old.identity.source else DEFAULT_MODEL)

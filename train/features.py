@@ -14,12 +14,13 @@ from typing import Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 from tqdm import tqdm
 
-from sdl_core.errors import ImageError
+from sdl_core.errors import ImageError, StorageError
 from sdl_core.images import load_image, to_tensor
 from sdl_core.model import SDLModel
+from sdl_core.storage import write_bytes_atomically
 
 from .backbones import pooled_features, short_hash, weights_identity
 
@@ -54,11 +55,13 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _write_cache(path: Path, cached: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"features": torch.stack(list(cached.values())).contiguous()}, str(tmp),
-              metadata={"keys": json.dumps(list(cached))})
-    tmp.replace(path)
+    """Whole or not at all; a cache that cannot be written (full or read-only disk) is only a warning."""
+    data = serialize({"features": torch.stack(list(cached.values())).contiguous()},
+                     metadata={"keys": json.dumps(list(cached))})
+    try:
+        write_bytes_atomically(path, data, "feature cache")
+    except StorageError as exc:
+        log.warning("features not cached: %s", exc)
 
 
 @torch.inference_mode()

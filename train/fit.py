@@ -14,6 +14,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -30,7 +31,9 @@ from torch import nn
 from tqdm import tqdm
 
 from sdl_core.checkpoint import save_checkpoint
+from sdl_core.errors import StorageError
 from sdl_core.model import SDLModel
+from sdl_core.storage import os_error_reason, write_bytes_atomically
 from sdl_core.vocab import Vocabulary
 
 from .backbones import PACKAGED, build_sdl_model, head_vectors, make_config, preprocess_for
@@ -316,25 +319,29 @@ class RunFolder:
         if not resume and (has_state or self.path("last.safetensors").exists()):
             raise RunError(f"{self.out} already holds a run: add --resume to continue it, or pick another --out")
         if self.ctx.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the run folder {self.out}: {os_error_reason(exc)}") from None
 
+    # Every file is written whole or not at all (sdl_core.storage): a full or read-only disk stops
+    # the run with one StorageError line and leaves the previous files of the run intact.
     def write_json(self, name: str, data: dict) -> None:
         if self.ctx.main:
-            tmp = self.path(name + ".tmp")
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-            tmp.replace(self.path(name))
+            text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+            write_bytes_atomically(self.path(name), text.encode(), "run file")
 
     def write_log(self, history: list[dict]) -> None:
         if not self.ctx.main:
             return
         columns = list(dict.fromkeys(k for row in history for k in row))
-        with self.path("log.csv").open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in columns} for row in history)
-        with self.path("log.jsonl").open("w") as fh:
-            for row in history:
-                fh.write(json.dumps(row) + "\n")
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in columns} for row in history)
+        write_bytes_atomically(self.path("log.csv"), table.getvalue().encode(), "training log")
+        lines = "".join(json.dumps(row) + "\n" for row in history)
+        write_bytes_atomically(self.path("log.jsonl"), lines.encode(), "training log")
 
     def save_model(self, name: str, model: SDLModel, vocab: Vocabulary) -> Path:
         if self.ctx.main:
@@ -343,9 +350,9 @@ class RunFolder:
 
     def save_state(self, state: dict) -> None:
         if self.ctx.main:
-            tmp = self.path(STATE_FILE + ".tmp")
-            torch.save(state, tmp)
-            tmp.replace(self.path(STATE_FILE))
+            buffer = io.BytesIO()  # torch.save on a full disk fails with a cryptic RuntimeError and half a file
+            torch.save(state, buffer)
+            write_bytes_atomically(self.path(STATE_FILE), buffer.getvalue(), "training state")
 
     def load_state(self) -> dict:
         try:
