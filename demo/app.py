@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
+from demo.cache import CACHE_MAX_AGE_S, start_sweeper, sweep_every  # noqa: E402
 from demo.errors import user_errors  # noqa: E402
 from demo.about import README, about_markdown, measured_quality  # noqa: E402
 from demo.models import TaggerCache, model_choices  # noqa: E402
@@ -59,8 +60,10 @@ MAX_TOP_K = 50
 MAX_MAP_COLUMNS = 4
 #: The about panel until the startup model has loaded.
 ABOUT_LOADING = "*Loading the model…*"
-#: Requests waiting beyond this are refused ("queue full") instead of piling up.
-QUEUE_SIZE = 32
+#: Requests waiting beyond this are refused at once ("queue full") instead of piling up. It must
+#: hold one request of each of 50+ concurrent visitors plus requests whose visitors hung up
+#: (benchmarks/soak.py: 32 refused a third of 50 visitors' requests); full, it is ~40 s of work.
+QUEUE_SIZE = 128
 #: Model forward passes run one at a time: torch already uses every core for one.
 MODEL_CONCURRENCY = 1
 #: Re-rendering a tag's maps needs no model; a few can run side by side.
@@ -109,9 +112,11 @@ def check_top_k(value: Any) -> int:
 class Handlers:
     """The event functions; state lives in the TaggerCache (models) and gr.State (results)."""
 
-    def __init__(self, cache: TaggerCache, json_root: Path, readme: Path = README) -> None:
+    def __init__(self, cache: TaggerCache, json_root: Path, readme: Path = README,
+                 json_max_age_s: float | None = None) -> None:
         self.cache = cache
         self.json_root = json_root
+        self.json_max_age_s = json_max_age_s
         self.readme = readme
 
     def tag(self, image: dict | str | None, tags_text: str | None, only_typed: bool, top_k: Any, model: str | None
@@ -140,7 +145,8 @@ class Handlers:
         """The JSON file to offer; when it cannot be written (full or read-only disk) the tags
         are still shown, without a download, and the page says why."""
         try:
-            return str(write_json(data, self.json_root, f"tags-{safe_stem(name)}.json"))
+            return str(write_json(data, self.json_root, f"tags-{safe_stem(name)}.json",
+                                  max_age_s=self.json_max_age_s))
         except StorageError as exc:
             log.warning("%s", exc)
             gr.Warning("The tags are shown, but the JSON download could not be saved on the server "
@@ -178,22 +184,23 @@ def _search_tab_builder() -> Callable | None:
 def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "models",
               search_dirs: Sequence[str | Path] = (), *, device: str = "cpu", word_space: str | None = None,
               examples_dir: Path = EXAMPLES_DIR, readme: Path = README,
-              json_root: Path | None = None) -> gr.Blocks:
+              json_root: Path | None = None, cache_max_age_s: int = CACHE_MAX_AGE_S) -> gr.Blocks:
     """Build the app without loading a model (``launch`` starts that in the background).
 
     A ``model`` that is neither registered nor an existing file, or a checkpoint whose
     header cannot be read, fails now (an SDLError with a readable message); any other
-    load error reaches the page as that model's message."""
+    load error reaches the page as that model's message. Uploads and results in Gradio's
+    cache are deleted once ``cache_max_age_s`` old (demo/cache.py)."""
     cache = TaggerCache(model_choices(model, models_dir), device=device, word_space=word_space)
     if json_root is None:
         json_root = Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
         atexit.register(shutil.rmtree, json_root, ignore_errors=True)
-    handlers = Handlers(cache, json_root, readme)
+    handlers = Handlers(cache, json_root, readme, json_max_age_s=cache_max_age_s)
     examples = example_rows(examples_dir)
     search_builder = _search_tab_builder()
 
     with gr.Blocks(title="SDL zero-shot image tagger", analytics_enabled=False,
-                   delete_cache=(3600, 3600)) as app:
+                   delete_cache=(sweep_every(cache_max_age_s), cache_max_age_s)) as app:
         gr.Markdown("# Zero-shot image tagger\nUpload a photo and type any tags: the model ranks its own "
                     "vocabulary and your words together. *Starred* tags were never seen in training.",
                     elem_id="sdl-title")
@@ -254,6 +261,7 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
                 search_builder(cache.get, [Path(d) for d in search_dirs])
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     app.tagger_cache = cache  # in-process users (tests, benchmarks) reach the loaded models here
+    app.cache_max_age_s = cache_max_age_s
     return app
 
 
@@ -267,6 +275,9 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **k
     options.update(kwargs)
     block = not options.pop("prevent_thread_lock", False)
     served = app.launch(prevent_thread_lock=True, **options)
+    upload_dir = getattr(getattr(app, "server_app", None), "uploaded_file_dir", None)
+    if upload_dir:  # uploads abandoned half-way are not Gradio's to delete
+        start_sweeper(Path(upload_dir), getattr(app, "cache_max_age_s", CACHE_MAX_AGE_S))
     cache = getattr(app, "tagger_cache", None)
     if cache is not None:
         cache.preload()

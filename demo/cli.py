@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .cache import CACHE_MAX_AGE_S
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -28,6 +30,16 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
     return port
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value < 10:
+        raise argparse.ArgumentTypeError(f"--cache-max-age must be at least 10 seconds, got {value}")
+    return value
 
 
 def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
@@ -47,6 +59,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
     parser.add_argument("--word-space", help="the fastText .bin/.vec (or 'wordllama') the model was trained in, "
                                              "so typed tags outside its vocabulary can be embedded")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--cache-max-age", type=_seconds, default=CACHE_MAX_AGE_S, metavar="SECONDS",
+                        help="delete uploads and results from the server's temporary folder once this old "
+                             f"(default: {CACHE_MAX_AGE_S})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -63,7 +78,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return EXIT_USAGE
     try:
         app = build_app(args.model, args.models_dir, args.search_dir, device=args.device,
-                        word_space=args.word_space)
+                        word_space=args.word_space, cache_max_age_s=args.cache_max_age)
     except SDLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
