@@ -91,9 +91,10 @@ def files_under(*folders: Path) -> frozenset[str]:
 
 
 class Server:
-    """``python -m demo`` in its own process and temporary folders."""
+    """``python -m demo DEMO_ARGS`` on a free loopback port, in its own process and temporary
+    folders (``work/gradio-tmp`` for Gradio, ``work/tmp`` for the rest), its log in ``work``."""
 
-    def __init__(self, work: Path, models_dir: Path, search_dir: Path, cache_max_age: int) -> None:
+    def __init__(self, work: Path, demo_args: list[str]) -> None:
         import psutil
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -101,12 +102,11 @@ class Server:
         self.gradio_tmp.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(self.gradio_tmp), "TMPDIR": str(self.tmp),
-               "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+               "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
         self.log_path = work / "server.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "demo", "--model", "default", "--models-dir", str(models_dir), "--search-dir",
-             str(search_dir), "--port", str(self.port), "--cache-max-age", str(cache_max_age),
+            [sys.executable, "-m", "demo", *demo_args, "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "WARNING"], cwd=work, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.process = psutil.Process(self.proc.pid)
 
@@ -117,15 +117,16 @@ class Server:
         except OSError:
             return False
 
-    def wait_ready(self) -> float:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> float:
+        """Seconds until the page is served; RuntimeError (with the log) if it never is."""
         start = time.monotonic()
-        while time.monotonic() - start < STARTUP_TIMEOUT_S:
+        while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
-                raise SystemExit(f"the demo exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(f"the demo exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             if self.healthy():
                 return time.monotonic() - start
             time.sleep(0.5)
-        raise SystemExit(f"the demo did not come up in {STARTUP_TIMEOUT_S} s:\n{self.log()[-3000:]}")
+        raise RuntimeError(f"the demo did not come up in {timeout} s:\n{self.log()[-3000:]}")
 
     def rss_mb(self) -> float:
         import psutil
@@ -305,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         search_dir.mkdir(exist_ok=True)
         shutil.copy(path, search_dir / f"photo{i}{path.suffix}")
     from sdl_core.registry import DEFAULT_MODEL, resolve_name
-    server = Server(work, models_dir, search_dir, args.cache_max_age)
+    server = Server(work, ["--model", "default", "--models-dir", str(models_dir), "--search-dir", str(search_dir),
+                           "--cache-max-age", str(args.cache_max_age)])
     try:
         startup_s = server.wait_ready()
         result = {"startup_s": round(startup_s, 1),

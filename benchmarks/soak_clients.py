@@ -25,7 +25,8 @@ from PIL import Image
 
 #: Relative weights of the actions a client picks from.
 ACTIONS = {"tag": 30, "tag_typed": 15, "tag_other_model": 10, "bad_upload": 12, "bad_input": 8,
-           "re_render": 10, "about": 5, "search": 6, "disconnect_upload": 2, "disconnect_request": 2}
+           "re_render": 10, "about": 5, "search": 6, "disconnect_upload": 2, "disconnect_request": 2,
+           "new_visitor": 3}
 HTML = "<b onmouseover=alert(1)>x</b>"
 
 
@@ -189,6 +190,17 @@ class Visitor:
             return True, False, f"{type(exc).__name__}: {exc}"
         ok = bool(matches) and notes.startswith("Searched")
         return True, ok, "" if ok else f"{len(matches)} matches; notes {notes[:100]!r}"
+
+    def new_visitor(self, deadline: float):
+        """This visitor leaves and a new one arrives: a fresh session (the server keeps each
+        session's state for a while; memory must stay bounded as sessions come and go)."""
+        from gradio_client import Client
+        try:
+            self.client = Client(self.url, verbose=False, download_files=False)
+        except Exception as exc:  # noqa: BLE001
+            return True, False, f"{type(exc).__name__}: {exc}"
+        self.last_table = None
+        return True, True, ""
 
     def disconnect_upload(self, deadline: float):
         """Hang up half-way through sending a 2 MB upload."""

@@ -68,8 +68,11 @@ QUEUE_SIZE = 128
 MODEL_CONCURRENCY = 1
 #: Re-rendering a tag's maps needs no model; a few can run side by side.
 RENDER_CONCURRENCY = 4
-#: A session's kept result (photo + maps) is dropped after this many seconds.
-STATE_TTL_S = 3600
+#: Sessions whose state the server keeps; the oldest is dropped beyond this. Gradio keeps a copy
+#: of the page's config per session (~80 KB) plus our kept result (~250 KB), for 10,000 sessions
+#: by default: a client inventing session ids could make that ~3 GB. (A session's kept result
+#: is also dropped once the cache age has passed: its files are gone by then too.)
+SESSIONS_KEPT = 500
 
 CSS = """
 #sdl-title h1 { margin-bottom: 0; }
@@ -237,7 +240,7 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
             tag_maps = gr.Gallery(label="Maps of the chosen tag (one scale for all K)",
                                   columns=MAX_MAP_COLUMNS, height="auto", format="jpeg",
                                   object_fit="contain", elem_id="sdl-tag-maps")
-            shown = gr.State(None, time_to_live=STATE_TTL_S)
+            shown = gr.State(None, time_to_live=cache_max_age_s)
 
             inputs = [image, tags, only_typed, top_k, model_box]
             outputs = [table, download, maps, tag_choice, tag_maps, shown]
@@ -271,7 +274,8 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **k
 
     Blocks like ``Blocks.launch`` unless ``prevent_thread_lock=True``."""
     options = dict(server_name=host, server_port=port, theme=offline_theme(), css=CSS,
-                   max_file_size=MAX_IMAGE_BYTES, footer_links=["api"], show_error=False)
+                   max_file_size=MAX_IMAGE_BYTES, footer_links=["api"], show_error=False,
+                   state_session_capacity=SESSIONS_KEPT)
     options.update(kwargs)
     block = not options.pop("prevent_thread_lock", False)
     served = app.launch(prevent_thread_lock=True, **options)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sdl_core import cli, storage
-from sdl_core.checkpoint import load_checkpoint, save_checkpoint
+from sdl_core.checkpoint import save_checkpoint
 from sdl_core.errors import StorageError
 from sdl_core.onnx_backend import onnx_features
 from sdl_core.search import DEFAULT_INDEX_NAME, SearchIndexError, load_index

@@ -18,18 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, strategies as st
 
-from sdl_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from sdl_core.checkpoint import load_checkpoint, save_checkpoint
 from sdl_core.config import ModelConfig, PreprocessConfig, WordSpaceInfo
 from sdl_core.errors import CheckpointError
 from sdl_core.search import FileEntry, ModelIdentity, SearchIndex, SearchIndexError, load_index
-from sdl_core.vocab import Vocabulary
 from tests.conftest import ROOT, make_sdl_model, make_vocab
 from tests.fuzzing import (DTYPES, FUZZ, deep_json, expect_sdl_error_or_value, join_safetensors, json_values,
                            shapes, split_safetensors)
-
-import torch
 
 
 @pytest.fixture(scope="module")

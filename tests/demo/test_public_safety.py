@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from demo.app import MODEL_CONCURRENCY, QUEUE_SIZE, build_app, launch
+from demo.app import MODEL_CONCURRENCY, QUEUE_SIZE, SESSIONS_KEPT, build_app, launch
 from demo.errors import GENERIC_ERROR, without_folders
 from sdl_core.images import MAX_IMAGE_BYTES
 from tests.conftest import make_photo
@@ -201,6 +201,7 @@ def test_queue_limits_refuse_a_flood(site: Site) -> None:
     model_fns = {fn.api_name: fn for fn in site.app.fns.values() if fn.concurrency_id == "model"}
     assert {"tag", "about", "search"} <= set(model_fns)  # one model run at a time, whichever the event
     assert all(fn.concurrency_limit in (MODEL_CONCURRENCY, "default") for fn in model_fns.values())
+    assert site.app.state_holder.capacity == SESSIONS_KEPT  # sessions invented by a client cannot pile up
     upload = site.upload("flood.jpg", jpeg(5))
     results: list[tuple[str, object]] = []
     lock = threading.Lock()
