@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -68,26 +69,35 @@ def write_toy_checkpoint(path: Path) -> Path:
     return save_checkpoint(SDLModel(config).eval(), vocab, path)
 
 
+def _files(folder: Path):
+    """(path, lstat) of the files under ``folder``; files and folders that vanish meanwhile
+    (the server deletes old ones while we look) are skipped."""
+    for dirpath, _dirs, names in os.walk(folder):  # os.walk ignores folders that vanish
+        for name in names:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield path, st
+
+
 def folder_stats(folder: Path, now: float, at_start: frozenset[str] = frozenset()) -> dict:
     """Files, bytes and the age of the oldest file under ``folder`` made after the start
     (files there at the start, e.g. the example photos the page shows, are kept for good)."""
     files = size = 0
     oldest = 0.0
-    for path in folder.rglob("*"):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        if path.is_file():
-            files += 1
-            size += st.st_size
-            if str(path) not in at_start:
-                oldest = max(oldest, now - st.st_ctime)
+    for path, st in _files(folder):
+        files += 1
+        size += st.st_size
+        if path not in at_start:
+            oldest = max(oldest, now - st.st_ctime)
     return {"files": files, "bytes": size, "oldest_s": round(oldest, 1)}
 
 
 def files_under(*folders: Path) -> frozenset[str]:
-    return frozenset(str(p) for folder in folders for p in folder.rglob("*") if p.is_file())
+    return frozenset(path for folder in folders for path, _ in _files(folder))
 
 
 class Server:
@@ -164,10 +174,13 @@ def sample_loop(server: Server, start: float, stop: threading.Event, samples: li
     at_start = files_under(server.gradio_tmp, server.tmp)
     while True:
         now = time.time()
-        samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mb": round(server.rss_mb(), 1),
-                        "gradio_temp": folder_stats(server.gradio_tmp, now, at_start),
-                        "other_temp": folder_stats(server.tmp, now, at_start),
-                        "load_1min": round(os.getloadavg()[0], 2)})
+        try:
+            samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mb": round(server.rss_mb(), 1),
+                            "gradio_temp": folder_stats(server.gradio_tmp, now, at_start),
+                            "other_temp": folder_stats(server.tmp, now, at_start),
+                            "load_1min": round(os.getloadavg()[0], 2)})
+        except Exception as exc:  # noqa: BLE001 - one lost sample must not end the sampling
+            print(f"sample lost: {type(exc).__name__}: {exc}", file=sys.stderr)
         if stop.wait(SAMPLE_EVERY_S):
             return
 

@@ -60,6 +60,7 @@ def exclusive(path: str | Path, what: str, error: type[SDLError] = StorageError)
     path = Path(path)
     lock = FileLock(str(path.with_name(f".{path.name}.lock")), timeout=0)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:
         raise error(f"another process is writing the {what} {path} right now; "

@@ -101,7 +101,7 @@ def test_read_only_disk_index_and_checkpoint(tmp_path, toy_ckpt, capsys) -> None
         assert (photos / DEFAULT_INDEX_NAME).read_bytes() == data
         # the index on a read-only disk is still searchable, and another --out still works
         assert cli.main(["search", str(photos), "cat"]) == 0
-        out = tmp_path / "elsewhere.safetensors"
+        out = tmp_path / "new-folder" / "elsewhere.safetensors"  # a folder that does not exist yet
         assert cli.main(["index", str(photos), "--out", str(out), "--model", str(toy_ckpt), "--no-progress"]) == 0
         assert len(load_index(out)) == 3
         with pytest.raises(StorageError, match="read-only"):
