@@ -23,7 +23,8 @@ from PIL import Image
 
 from sdl_core.config import PreprocessConfig
 from sdl_core.errors import StorageError
-from sdl_core.storage import os_error_reason, write_bytes_atomically
+from sdl_core.files import os_error_reason, write_bytes
+from sdl_core.images import centre_square
 
 if TYPE_CHECKING:  # the tagger's module imports torch and timm: the page is served before they load
     from sdl_core.tagger import ImageTags, TagResult
@@ -52,9 +53,7 @@ def model_view(photo: Image.Image, preprocess: PreprocessConfig, max_side: int =
     """
     img = photo.convert("RGB")
     if preprocess.resize == "shorter_side_crop":
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
+        img = centre_square(img)
     scale = max_side / max(img.size)
     if scale < 1.0:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
@@ -206,7 +205,7 @@ def write_json(data: dict, root: Path, name: str, keep: int = KEEP_JSON, max_age
             shutil.rmtree(old, ignore_errors=True)
     folder = root / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # names sort by age
     try:
-        return write_bytes_atomically(folder / name, json.dumps(data, ensure_ascii=False, indent=2).encode(),
+        return write_bytes(folder / name, json.dumps(data, ensure_ascii=False, indent=2).encode(),
                                       "JSON download")
     except StorageError:
         shutil.rmtree(folder, ignore_errors=True)

@@ -28,7 +28,7 @@ from torch import nn
 
 from .checkpoint import hash_tensors
 from .errors import StorageError
-from .storage import write_bytes_atomically
+from .files import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None)
                     type(trunk).__name__)
         return None
     try:  # all or nothing: two processes exporting at once each rename a whole graph into place
-        write_bytes_atomically(path, graph, "ONNX graph cache file")
+        write_bytes(path, graph, "ONNX graph cache file")
         _prune(path.parent, MAX_CACHED_GRAPHS)
     except (StorageError, OSError) as exc:
         log.info("cannot cache the ONNX graph (%s); it will be exported again next time", exc)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 KS = (3, 5)
+#: Labels whose AP is computed together (bounds the memory of the sorted copies).
+AP_COLUMNS = 64
 
 
 def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -28,6 +30,9 @@ def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     targets = torch.as_tensor(targets).to(torch.float64)
     if scores.shape != targets.shape or scores.dim() != 2:
         raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} must be the same (M, L)")
+    if scores.shape[1] > AP_COLUMNS:  # a few labels at a time: NUS-WIDE's 107k x 1006 would need ~10 GB at once
+        return torch.cat([average_precision(scores[:, s:s + AP_COLUMNS], targets[:, s:s + AP_COLUMNS])
+                          for s in range(0, scores.shape[1], AP_COLUMNS)])
     m = scores.shape[0]
     if m == 0:
         return torch.full((scores.shape[1],), float("nan"), dtype=torch.float64)
@@ -87,6 +92,7 @@ class SettingResult:
     labels: int = 0
 
     def to_dict(self) -> dict:
+        """Rounded values, None where a metric is undefined (JSON has no NaN)."""
         out = {"mAP": _finite(self.map), "images": self.images, "labels": self.labels}
         for k, res in self.at_k.items():
             out.update({f"P@{k}": _finite(res.precision), f"R@{k}": _finite(res.recall), f"F1@{k}": _finite(res.f1)})
@@ -119,6 +125,7 @@ def evaluate_zsl_gzsl(scores: torch.Tensor, targets: torch.Tensor, seen: torch.T
 
 
 def results_to_dict(results: dict[str, SettingResult]) -> dict[str, dict]:
+    """``{"zsl": {...}, "gzsl": {...}}`` for JSON files and the training log."""
     return {name: res.to_dict() for name, res in results.items()}
 
 

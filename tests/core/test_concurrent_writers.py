@@ -20,7 +20,7 @@ import torch
 from sdl_core import cli, onnx_backend
 from sdl_core.checkpoint import save_checkpoint
 from sdl_core.search import DEFAULT_INDEX_NAME, SearchIndexError, load_index
-from sdl_core.storage import exclusive
+from sdl_core.files import exclusive
 from tests.conftest import ROOT, make_photo, make_sdl_model, make_vocab
 from tests.disks import leftovers
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdl_core import cli, storage
+from sdl_core import cli, files
 from sdl_core.checkpoint import save_checkpoint
 from sdl_core.errors import StorageError
 from sdl_core.onnx_backend import onnx_features
@@ -43,10 +43,10 @@ def _no_space(*_args, **_kwargs):
 
 def test_simulated_full_disk_keeps_the_old_file(tmp_path, monkeypatch) -> None:
     target = tmp_path / "x.bin"
-    storage.write_bytes_atomically(target, b"old")
-    monkeypatch.setattr(storage.os, "fsync", _no_space)
+    files.write_bytes(target, b"old")
+    monkeypatch.setattr(files.os, "fsync", _no_space)
     with pytest.raises(StorageError, match=r"cannot write the file .*x.bin: the disk is full \(the existing file"):
-        storage.write_bytes_atomically(target, b"new" * 1000)
+        files.write_bytes(target, b"new" * 1000)
     assert target.read_bytes() == b"old" and leftovers(tmp_path) == []
 
 
@@ -56,7 +56,7 @@ def test_simulated_full_disk_checkpoint_and_index(tmp_path, monkeypatch, toy_ckp
     assert cli.main(["index", str(photos), "--model", str(toy_ckpt), "--no-progress"]) == 0
     before = load_index(photos).entries
     _photos(photos, 1, start=3)
-    monkeypatch.setattr(storage.os, "fsync", _no_space)
+    monkeypatch.setattr(files.os, "fsync", _no_space)
     with pytest.raises(StorageError, match="the disk is full"):
         save_checkpoint(make_sdl_model(k=2, size=32), make_vocab(), tmp_path / "new.safetensors")
     assert cli.main(["index", str(photos), "--no-progress"]) == 2
