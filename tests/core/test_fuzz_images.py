@@ -22,6 +22,8 @@ from sdl_core.images import ALLOWED_FORMATS, MAX_WORKING_SIDE, load_image
 from tests.fuzzing import FUZZ
 
 EXAMPLES_PER_FORMAT = 170
+#: Pillow warns about the corrupt metadata of mutated files; the property is what is checked.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
 
 
