@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 
 from sdl_core.config import PreprocessConfig
+from sdl_core.errors import StorageError
+from sdl_core.files import os_error_reason, write_bytes
 from sdl_core.images import centre_square
 
 if TYPE_CHECKING:  # the tagger's module imports torch and timm: the page is served before they load
@@ -194,15 +196,36 @@ def write_xmp_sidecar(photo: str | Path, name: str | None, tags: Sequence[TagRes
     return written.target, written.notes
 
 
-def write_json(data: dict, root: Path, name: str, keep: int = 200) -> Path:
+def _made_ns(folder: Path) -> int:
+    """When a download folder was made (its name starts with the time in ns; 0 if not ours)."""
+    stamp = folder.name.split("-", 1)[0]
+    return int(stamp) if stamp.isdigit() else 0
+
+
+#: JSON downloads kept on the server (the newest; each is a few KB).
+KEEP_JSON = 200
+
+
+def write_json(data: dict, root: Path, name: str, keep: int = KEEP_JSON, max_age_s: float | None = None) -> Path:
     """Write ``data`` as ``root/<unique>/name`` (so downloads keep a readable name and
-    requests never overwrite each other), keeping only the newest ``keep`` folders."""
-    root.mkdir(parents=True, exist_ok=True)
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
-    for stale in folders[: max(0, len(folders) - keep + 1)]:
-        shutil.rmtree(stale, ignore_errors=True)
+    requests never overwrite each other), keeping only the newest ``keep`` folders, and
+    none older than ``max_age_s``.
+
+    Whole or not at all: a full or read-only disk raises ``StorageError`` and leaves no
+    empty folder or partial file."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    except OSError as exc:
+        raise StorageError(f"cannot write the JSON download: {os_error_reason(exc)}") from None
+    now_ns = time.time_ns()
+    for i, old in enumerate(folders):
+        if i < len(folders) - keep + 1 or (max_age_s is not None and now_ns - _made_ns(old) > max_age_s * 1e9):
+            shutil.rmtree(old, ignore_errors=True)
     folder = root / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # names sort by age
-    folder.mkdir()
-    path = folder / name
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    return path
+    try:
+        return write_bytes(folder / name, json.dumps(data, ensure_ascii=False, indent=2).encode(),
+                                      "JSON download")
+    except StorageError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
