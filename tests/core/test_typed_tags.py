@@ -119,3 +119,14 @@ def test_to_dict_carries_typed_with_rank_and_score(tagger):
     [sky] = d["typed"]
     assert set(sky) == {"tag", "score", "rank", "seen", "principal", "typed", "approximate", "in_top_k"}
     assert sky["tag"] == "sky" and 1 <= sky["rank"] <= d["ranked"] == 8
+
+
+def test_min_score_filtering_moves_typed_tags_it_hides_outside(tagger):
+    from sdl_core.cli.tag import above
+    result = tagger.tag(make_photo(), extra_tags=["sky", "cat", "boat"], top_k=0)
+    cut = sorted(t.score for t in result.typed)[1]  # the best two typed tags stay, the worst goes
+    kept = above(result, cut)
+    assert all(t.score >= cut for t in kept.tags) and len(kept.tags) < len(result.tags)
+    assert [t.tag for t in kept.typed_outside] == [t.tag for t in result.typed if t.score < cut]
+    assert [t.rank for t in kept.typed] == [t.rank for t in result.typed]  # ranks are of the full order
+    assert above(result, None) is result
