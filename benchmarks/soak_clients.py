@@ -81,7 +81,7 @@ def first_tag(table: str) -> str | None:
 
 def check_table(result, top_k: int) -> str:
     """'' when a /tag result fits its request, else what is wrong."""
-    table, _json, maps, _choice, _tag_maps = result
+    table, json_file, maps, *_rest, sidecar = result
     rows = table.count('<td class="tag">')
     if not 1 <= rows <= top_k:
         return f"{rows} rows for top-k {top_k}"
@@ -89,6 +89,8 @@ def check_table(result, top_k: int) -> str:
         return "typed HTML reached the page unescaped"
     if not maps:
         return "no heat maps"
+    if json_file and not sidecar:
+        return "no XMP sidecar beside the JSON download"
     return ""
 
 
