@@ -11,7 +11,9 @@ exact ties go to the lower tag index.
 """
 from __future__ import annotations
 
+import functools
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +22,12 @@ from torch.nn import functional as F
 from .scoring import score_tags
 
 #: B*K rows of principal vectors from which the float16 pass pays: measured on an AVX-512
-#: VM, float16 read 100k x 300 tags 1.65x faster than float32 for K=7, but for K=3 the
+#: (FP16) VM, float16 read 100k x 300 tags 1.65x faster than float32 for K=7, but for K=3 the
 #: float32 product already ran at the speed of reading the matrix and float16 was slower.
 HALF_FROM_ROWS = 6
+#: The float16 product must beat float32 by this much on this CPU to be used (on AVX2-only
+#: CPUs torch's float16 products were measured 2-8x *slower*).
+HALF_MIN_SPEEDUP = 1.25
 #: float16's unit round-off.
 _U16 = 2.0 ** -11
 #: float32's unit round-off (accumulation is in float32).
@@ -56,6 +61,27 @@ def _power_of_two_above(x: float) -> float:
     return 2.0 ** math.ceil(math.log2(x)) if x > 0 else 1.0
 
 
+@functools.cache
+def half_pays() -> bool:
+    """Whether this CPU runs the float16 product clearly faster than float32 (timed once per
+    process on a 32k x 256 block, best of 3: about 10 ms)."""
+    gen = torch.Generator().manual_seed(0)
+    tags, rows = torch.randn(32_768, 256, generator=gen), torch.randn(7, 256, generator=gen)
+    half_tags, half_rows = tags.half(), rows.half()
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+    with torch.inference_mode():
+        single = best(lambda: F.linear(rows, tags))
+        half = best(lambda: F.linear(half_rows, half_tags))
+    return half * HALF_MIN_SPEEDUP <= single
+
+
 def half_error_bound(a: torch.Tensor, tag_norm: float) -> float:
     """Largest |float16 score - exact score| for scaled principal vectors ``a`` (|a| <= 1)
     against scaled tags of norm <= ``tag_norm``: both inputs rounded to float16 (u each),
@@ -86,7 +112,7 @@ def top_tags(vectors: torch.Tensor, matrix: RankingMatrix, k: int, reduction: st
     n = matrix.exact.shape[0]
     b, kk, _ = vectors.shape
     k = n if k <= 0 else min(k, n)
-    if b * kk >= HALF_FROM_ROWS and k < n:
+    if b * kk >= HALF_FROM_ROWS and k < n and half_pays():
         approx, bound = approximate_scores(vectors, matrix, reduction)
     else:
         approx, bound = score_tags(vectors, matrix.exact, reduction)[0], 0.0

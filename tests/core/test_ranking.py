@@ -4,8 +4,19 @@ import numpy as np
 import pytest
 import torch
 
+from sdl_core import ranking
 from sdl_core.ranking import HALF_FROM_ROWS, RankingMatrix, approximate_scores, top_tags
 from sdl_core.scoring import score_tags
+
+
+REAL_HALF_PAYS = ranking.half_pays
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["float16 pass", "float32 only"])
+def half_pays(request, monkeypatch):
+    """Every test runs with and without the float16 pass (which one this CPU picks varies)."""
+    monkeypatch.setattr(ranking, "half_pays", lambda: request.param)
+    return request.param
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> torch.Tensor:
@@ -99,3 +110,9 @@ def test_both_product_layouts_of_score_tags_match_the_definition(b, n, reduction
     torch.testing.assert_close(scores.double(), want, rtol=0, atol=1e-5)
     assert scores.shape == winners.shape == (b, n) and scores.is_contiguous()
     assert torch.equal(winners, per_k.argmax(dim=1))
+
+
+def test_the_cpu_check_for_the_float16_pass_runs_once_per_process():
+    first = REAL_HALF_PAYS()
+    assert isinstance(first, bool) and REAL_HALF_PAYS() is first
+    assert REAL_HALF_PAYS.cache_info().hits >= 1
