@@ -18,6 +18,8 @@ from typing import Mapping, Sequence
 
 from sdl_core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, add_model_args
 
+from .cache import CACHE_MAX_AGE_S
+
 
 def _port(text: str) -> int:
     try:
@@ -27,6 +29,16 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
     return port
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value < 10:
+        raise argparse.ArgumentTypeError(f"--cache-max-age must be at least 10 seconds, got {value}")
+    return value
 
 
 def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
@@ -43,6 +55,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                         help="folder whose .safetensors checkpoints the model menu also offers (default: models)")
     parser.add_argument("--search-dir", action="extend", nargs="+", default=[], metavar="DIR",
                         help="photo folder(s) for the Search tab")
+    parser.add_argument("--cache-max-age", type=_seconds, default=CACHE_MAX_AGE_S, metavar="SECONDS",
+                        help="delete uploads and results from the server's temporary folder once this old "
+                             f"(default: {CACHE_MAX_AGE_S})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -59,7 +74,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return EXIT_USAGE
     try:
         app = build_app(args.model, args.models_dir, args.search_dir, device=args.device,
-                        word_space=args.word_space)
+                        word_space=args.word_space, cache_max_age_s=args.cache_max_age)
     except SDLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

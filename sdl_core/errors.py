@@ -31,3 +31,12 @@ class CheckpointError(SDLError):
 
 class ModelNotFoundError(SDLError):
     """A model name is neither registered nor a readable checkpoint path."""
+
+
+class XmpError(SDLError):
+    """XMP keywords could not be written: a read-only folder, malformed existing XMP, ..."""
+
+
+class StorageError(SDLError):
+    """A file could not be written (disk full, read-only, no permission, or another
+    process is writing it); nothing half-written is left behind."""
