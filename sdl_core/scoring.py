@@ -24,11 +24,18 @@ def score_tags(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str 
         raise ValueError(f"unknown reduction {reduction!r}")
     b, k, d = vectors.shape
     n = tag_vectors.shape[0]
-    # One (N, D) x (B*K, D)^T product reads the (large) tag matrix once, row by row.
-    # ``linear`` (GEMM with the small operand transposed) ran 2.5x faster on CPU than
-    # ``matmul`` with a transposed view, and 2x faster than (B, K, D) @ (D, N), for one
-    # image and 100k tags: both of the others pick slower kernels for a B*K-wide product.
-    per_k = F.linear(tag_vectors.to(vectors.dtype), vectors.reshape(b * k, d)).view(n, b, k)
+    flat, tags = vectors.reshape(b * k, d), tag_vectors.to(vectors.dtype)
+    if b * k <= n:
+        # Tagging (few principal vectors, many tags): one (B*K, D) x (N, D)^T product that
+        # streams the tag matrix once for all K and writes (B, K, N), so the max over K needs
+        # no transpose. On an AVX-512 VM: as fast as reading the matrix for K=3, 100k tags
+        # (2x the other layout).
+        per_k = F.linear(flat, tags).view(b, k, n)
+        best, winner = per_k.max(dim=1)  # (B, N)
+        return (best if reduction == "max" else per_k.mean(dim=1)), winner
+    # Search and training (many images, few tags): (N, D) x (B*K, D)^T reads the big
+    # principal-vector matrix row by row; 10% faster than the layout above for 1 tag.
+    per_k = F.linear(tags, flat).view(n, b, k)
     best, winner = per_k.max(dim=2)  # (N, B)
     scores = best if reduction == "max" else per_k.mean(dim=2)
     return scores.t().contiguous(), winner.t().contiguous()
