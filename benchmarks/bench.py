@@ -46,7 +46,6 @@ from sdl_core import cli  # noqa: E402
 from sdl_core.config import ModelConfig  # noqa: E402
 from sdl_core.model import SDLModel  # noqa: E402
 from sdl_core.official import OFFICIAL_PREPROCESS  # noqa: E402
-from sdl_core.ranking import RankingMatrix, top_tags  # noqa: E402
 from sdl_core.scoring import score_tags, top_k_indices  # noqa: E402
 from sdl_core.tagger import Tagger  # noqa: E402
 from sdl_core.vocab import Vocabulary  # noqa: E402
@@ -76,7 +75,7 @@ class Row:
     ratio: float | None = None
     target: str = ""
     met: bool | None = None
-    key: str = ""  # stable name for scripts, e.g. "scoring.k3_d256.ranking.median_ms"
+    key: str = ""  # stable name for scripts, e.g. "scoring.k3_d256.score_tags.median_ms"
 
 
 # --- measuring -----------------------------------------------------------------------
@@ -386,7 +385,6 @@ def section_scoring(repeats: int) -> list[Row]:
     for k, d in ((3, 256), (7, 300)):
         tags = torch.from_numpy(unit_rows(rng.normal(size=(100_000, d))))
         tags_np = tags.numpy()
-        matrix = RankingMatrix.of(tags)
         vectors = torch.from_numpy(rng.normal(size=(1, k, d)).astype(np.float32))
         a_np = vectors[0].numpy().T.copy()  # (D, K), the authors' layout
 
@@ -400,17 +398,15 @@ def section_scoring(repeats: int) -> list[Row]:
 
         base = f"numpy (N,D)@(D,K), max, argsort; K={k}, D={d}"
         exact = f"score_tags + top-10 (float32, every score); K={k}, D={d}"
-        fast = f"top_tags: top-10 (float16 pass + exact re-score); K={k}, D={d}"
         bound = f"memory bound: read the float32 matrix once (sum); K={k}, D={d}"
-        cases = {base: numpy_style, exact: ours, fast: lambda i: top_tags(vectors, matrix, 10),
-                 bound: lambda i: tags.sum()}
+        cases = {base: numpy_style, exact: ours, bound: lambda i: tags.sum()}
         times = interleaved(cases, repeats * 4, warmup=2, settle_s=BLAS_SETTLE_S)
         limit = SCORING_TARGET_MS[(k, d)]
         within = (lambda m, r, lim=limit: m <= lim)
         found = rows_from("4 scoring 100k tags", times, base,
-                          {exact: (f"<= {limit:g} ms", within), fast: (f"<= {limit:g} ms", within)},
+                          {exact: (f"<= {limit:g} ms", within)},
                           with_p90=list(times))
-        for row, name in zip(found, ("numpy", "score_tags", "ranking", "read_matrix")):
+        for row, name in zip(found, ("numpy", "score_tags", "read_matrix")):
             row.key = f"scoring.k{k}_d{d}.{name}.median_ms"
         rows += found
     space = load_word_space("wordllama")
