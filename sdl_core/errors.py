@@ -31,3 +31,15 @@ class CheckpointError(SDLError):
 
 class ModelNotFoundError(SDLError):
     """A model name is neither registered nor a readable checkpoint path."""
+
+
+class DownloadError(SDLError):
+    """A download failed, timed out, or did not deliver the expected file."""
+
+
+class OfflineError(DownloadError):
+    """A file is needed from the network, but downloads are switched off."""
+
+
+class CacheError(SDLError):
+    """The cache folder cannot be written (read-only, full disk)."""

@@ -67,8 +67,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-scale", type=float, default=0.5, help="random resized crop min area (1 = plain resize)")
     p.add_argument("--randaugment", type=int, default=9, help="RandAugment magnitude (0 = off)")
     p.add_argument("--cutout", type=float, default=0.5, help="probability of Cutout-style erasing (0 = off)")
-    p.add_argument("--cache-dir", help="feature cache for --head-only (default $SDL_CACHE_DIR or "
-                                       "~/.cache/sdl-tagger/features)")
+    p.add_argument("--cache-dir", help="feature cache for --head-only (default: features/ under "
+                                       "$SDL_TAGGER_CACHE or ~/.cache/sdl-tagger)")
     p.add_argument("--save-every", type=int, help="write last.safetensors and state.pt every N epochs (and at the "
                                                   "end); default 1 (full) / 10 (head-only)")
     p.add_argument("--best-metric", default="gzsl_F1@3", help="validation metric that picks best.safetensors: "

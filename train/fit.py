@@ -29,6 +29,7 @@ from torch import distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from sdl_core import cache
 from sdl_core.checkpoint import save_checkpoint
 from sdl_core.model import SDLModel
 from sdl_core.vocab import Vocabulary
@@ -607,6 +608,7 @@ class _HeadOnlyRun(_Run):
 
 
 def default_cache_dir() -> Path:
-    """Where pooled features are cached: $SDL_CACHE_DIR, else ~/.cache/sdl-tagger/features."""
-    root = os.environ.get("SDL_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "sdl-tagger" / "features"
+    """Where pooled features are cached: ``features/`` under the project's cache root
+    (``SDL_TAGGER_CACHE``, else the user cache folder); the older ``SDL_CACHE_DIR`` still wins."""
+    legacy = os.environ.get("SDL_CACHE_DIR")
+    return Path(legacy) if legacy else cache.cache_dir(cache.FEATURES)
