@@ -1,4 +1,4 @@
-"""Command line: ``python -m train {fit,evaluate,synth,smoke} ...``.
+"""Command line: ``python -m train {fit,evaluate,synth,smoke,push} ...``.
 
 Exit codes: 0 success; 2 bad input (one ``error:`` line, no traceback); 130 interrupted.
 """
@@ -172,11 +172,33 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="upload a run's best checkpoint to the Hugging Face Hub, with a model card",
+                       description="Upload RUN_DIR/best.safetensors as sdl_tagger.safetensors with a generated "
+                                   "README.md (model, vocabulary, measured quality) in one commit; load it back "
+                                   "with --model hf-hub:OWNER/REPO. Needs a write token (HF_TOKEN or "
+                                   "`hf auth login`); HF_ENDPOINT names another Hub.")
+    p.add_argument("run_dir", help="a run folder written by `python -m train fit`")
+    p.add_argument("repo", help="OWNER/REPO on the Hub (created if missing)")
+    p.add_argument("--checkpoint", default="best.safetensors", help="file in RUN_DIR to push (default best)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .push import push_run
+    url = push_run(args.run_dir, args.repo, private=args.private, checkpoint=args.checkpoint, message=args.message)
+    print(f"pushed {Path(args.run_dir) / args.checkpoint} to {args.repo}: {url}")
+    print(f"load it with: python -m sdl_core tag photo.jpg --model hf-hub:{args.repo}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate SDL zero-shot taggers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_fit, _add_evaluate, _add_synth, _add_smoke):
+    for add in (_add_fit, _add_evaluate, _add_synth, _add_smoke, _add_push):
         add(sub)
     return parser
 
