@@ -99,20 +99,27 @@ class Vocabulary:
         classes = safe_load_pickle(folder / "classes.pickle")
         unseen = safe_load_pickle(folder / "unseen_classes.pickle")
         wordvecs = safe_load_pickle(folder / "wordvec_array.pickle")
-        if isinstance(wordvecs, dict) and "wordvec_array" in wordvecs:
-            wordvecs = wordvecs["wordvec_array"]
         if not isinstance(classes, dict) or not isinstance(unseen, (list, tuple, set)):
             raise VocabularyError(f"{folder}: classes.pickle must be a dict and unseen_classes.pickle a list")
-        wordvecs = np.asarray(wordvecs, dtype=np.float32).squeeze()
         n = len(classes)
-        if wordvecs.ndim != 2 or n not in wordvecs.shape:
-            raise VocabularyError(f"{folder}: word vectors of shape {wordvecs.shape} do not fit {n} classes")
-        if wordvecs.shape[0] != n:  # stored as D x N
-            wordvecs = wordvecs.T
+        vectors = authors_word_vectors(wordvecs, n, str(folder))
         tags = [str(classes[i]) for i in range(n)]
         unseen_set = {normalize_tag(t) for t in unseen}
         seen = np.array([normalize_tag(t) not in unseen_set for t in tags])
-        return cls(tags, unit_rows(wordvecs), seen)
+        return cls(tags, vectors, seen)
+
+
+def authors_word_vectors(table: object, count: int, what: str) -> np.ndarray:
+    """Unit rows (count, D) of the authors' word-vector table, as their ``wordvec_array.pickle``
+    holds it: ``{"wordvec_array": array}`` (or the bare array), stored D x N (COCO: 1 x D x N)."""
+    if isinstance(table, dict) and "wordvec_array" in table:
+        table = table["wordvec_array"]
+    array = np.asarray(table, dtype=np.float32).squeeze()
+    if array.ndim != 2 or count not in array.shape:
+        raise VocabularyError(f"{what}: word vectors of shape {array.shape} do not fit {count} classes")
+    if array.shape[0] != count:  # stored as D x N
+        array = array.T
+    return unit_rows(array)
 
 
 def read_tag_file(path: str | Path) -> list[str]:

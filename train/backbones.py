@@ -35,8 +35,9 @@ def preprocess_for(backbone: str, size: int | None = None, resize: str = "squash
         raise RunError(f"unknown timm backbone {backbone!r} (see timm.list_models())")
     mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
     std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
-    interpolation = cfg.interpolation if cfg is not None and cfg.interpolation in ("bicubic", "bilinear") \
-        else "bilinear"
+    interpolation = "bilinear"
+    if cfg is not None and cfg.interpolation in ("bicubic", "bilinear"):
+        interpolation = cfg.interpolation
     default_size = int(cfg.input_size[-1]) if cfg is not None else 224
     return PreprocessConfig(size=size or default_size, resize=resize, interpolation=interpolation, mean=mean, std=std)
 
@@ -83,11 +84,13 @@ def weights_identity(pretrained: str | None, backbone: str, seed: int) -> str:
 
 
 def short_hash(text: str) -> str:
+    """16 hex digits identifying ``text`` (cache file names)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def make_config(backbone: str, k: int, space: WordSpaceInfo, preprocess: PreprocessConfig, name: str = "",
                 description: str = "") -> ModelConfig:
+    """The config our checkpoints carry for an SDL model trained here (max over the K vectors)."""
     return ModelConfig(kind="sdl", backbone=backbone, k=k, word_space=space, preprocess=preprocess,
                        reduction="max", name=name or f"sdl_{backbone}_k{k}.custom", description=description)
 

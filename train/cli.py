@@ -32,8 +32,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                                                  "a COCO .json, or a zs_split folder")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--val-data", help="validation data in the same format (default: hold out --val-fraction)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of --data held out for validation "
-                                                                   "when there is no --val-data (default 0.1; 0 = none)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of --data held out for validation when there is no --val-data (default 0.1; 0 = none)")
     _add_data_args(p)
     p.add_argument("--unseen", dest="split", help="alias of --split: unseen tags (file or comma list)")
     vec = p.add_mutually_exclusive_group()
@@ -195,6 +195,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every ``python -m train`` command and its flags."""
     parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate SDL zero-shot taggers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input is one ``error:`` line and exit code 2 (see ``sdl_core.cli.run_command``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     return run_command(args.func, args)

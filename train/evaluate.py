@@ -9,35 +9,70 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sdl_core.checkpoint import load_checkpoint
+from sdl_core.model import SDLModel
+from sdl_core.scoring import score_tags
 
-from .data import EvalTransform, ImageTagDataset, read_annotations, read_split, zs_split_files
+from .annotations import read_annotations, zs_split_files
+from .datasets import EvalTransform, ImageTagDataset
+from .distributed import resolve_device
 from .errors import DataError
-from .fit import resolve_device, score_loader
 from .metrics import SettingResult, evaluate_zsl_gzsl, format_table, results_to_dict
+from .splits import read_split
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Evaluation:
+    """ZSL/GZSL results of a checkpoint, the random baseline if asked, and the tags it could not rank."""
+
     results: dict[str, SettingResult]
     random: dict[str, SettingResult] | None
     images: int
     ignored_tags: list[str]
 
     def to_dict(self) -> dict:
+        """The JSON results file's content."""
         out = {"results": results_to_dict(self.results), "images": self.images, "ignored_tags": self.ignored_tags}
         if self.random is not None:
             out["random_baseline"] = results_to_dict(self.random)
         return out
 
 
-def random_baseline(targets: torch.Tensor, seen: np.ndarray, draws: int = 10, seed: int = 0) -> dict[str, SettingResult]:
+@torch.inference_mode()
+def score_loader(model: SDLModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], tag_vectors: torch.Tensor,
+                 device: torch.device, progress: bool = False, total: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (M, N) of every image against every tag, and the targets, from (pixels, targets) batches."""
+    model.eval()
+    tag_vectors = tag_vectors.to(device)
+    scores, targets = [], []
+    for pixels, target in tqdm(batches, total=total, desc="scoring", unit="batch", disable=not progress, leave=False):
+        vectors = model.encode(pixels.to(device)).vectors
+        scores.append(score_tags(vectors.float(), tag_vectors, model.config.reduction)[0].cpu())
+        targets.append(target.bool())
+    if not scores:
+        return torch.zeros(0, tag_vectors.shape[0]), torch.zeros(0, tag_vectors.shape[0], dtype=torch.bool)
+    return torch.cat(scores), torch.cat(targets)
+
+
+def validation_row(scores: torch.Tensor, targets: torch.Tensor, seen: np.ndarray) -> tuple[dict, dict]:
+    """Flattened ``val_<setting>_<metric>`` values for the training log, and the full results."""
+    results = evaluate_zsl_gzsl(scores, targets, seen)
+    row = {f"val_{setting}_{metric}": value for setting, values in results_to_dict(results).items()
+           for metric, value in values.items() if metric not in ("images", "labels")}
+    return row, results
+
+
+def random_baseline(targets: torch.Tensor, seen: np.ndarray, draws: int = 10, seed: int = 0
+                    ) -> dict[str, SettingResult]:
     """The same metrics for uniformly random scores, averaged over ``draws`` seeded draws."""
     generator = torch.Generator().manual_seed(seed)
     runs = [evaluate_zsl_gzsl(torch.rand(targets.shape, generator=generator, dtype=torch.float64), targets, seen)
@@ -45,8 +80,8 @@ def random_baseline(targets: torch.Tensor, seen: np.ndarray, draws: int = 10, se
     out = {}
     for name in runs[0]:
         first = runs[0][name]
-        mean_map = float(np.nanmean([r[name].map for r in runs])) if any(np.isfinite(r[name].map) for r in runs) \
-            else float("nan")
+        maps = [r[name].map for r in runs]
+        mean_map = float(np.nanmean(maps)) if np.isfinite(maps).any() else float("nan")
         at_k = {}
         for k, top in first.at_k.items():
             vals = [(r[name].at_k[k].precision, r[name].at_k[k].recall, r[name].at_k[k].f1) for r in runs]
@@ -70,7 +105,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, images_root: s
     if not data_path.exists():
         raise DataError(f"{data_path}: no such file or folder")
     annotations = read_annotations(data_path, images_root)
-    ignored = [t for t in annotations.tags if t not in vocab and annotations.targets[:, annotations.tags.index(t)].any()]
+    labelled = annotations.targets.any(axis=0)
+    ignored = [t for t, used in zip(annotations.tags, labelled) if used and t not in vocab]
     if ignored:
         log.warning("%d labelled tags are not in the checkpoint's vocabulary and are ignored: %s", len(ignored),
                     ignored[:10])
@@ -102,6 +138,7 @@ def report(evaluation: Evaluation) -> str:
 
 
 def write_json(evaluation: Evaluation, path: str | Path, extra: dict | None = None) -> Path:
+    """The results (after ``extra``, e.g. which checkpoint and data) as a JSON file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**(extra or {}), **evaluation.to_dict()}, indent=2) + "\n")

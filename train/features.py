@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from sdl_core import cache
 from sdl_core.errors import ImageError
 from sdl_core.images import load_image, to_tensor
 from sdl_core.model import SDLModel
@@ -24,6 +26,13 @@ from sdl_core.model import SDLModel
 from .backbones import pooled_features, short_hash, weights_identity
 
 log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where pooled features are cached: ``features/`` under the project's cache root
+    (``SDL_TAGGER_CACHE``, else the user cache folder); the older ``SDL_CACHE_DIR`` still wins."""
+    legacy = os.environ.get("SDL_CACHE_DIR")
+    return Path(legacy) if legacy else cache.cache_dir(cache.FEATURES)
 
 
 def image_key(path: Path) -> str:
@@ -34,6 +43,7 @@ def image_key(path: Path) -> str:
 
 
 def cache_file(cache_dir: Path, model: SDLModel, pretrained: str | None, seed: int) -> Path:
+    """One cache file per starting backbone: architecture, weights and preprocessing."""
     backbone = model.config.backbone
     identity = json.dumps({"backbone": backbone, "weights": weights_identity(pretrained, backbone, seed),
                            "preprocess": json.loads(model.config.to_json())["preprocess"]}, sort_keys=True)
@@ -91,7 +101,9 @@ def cached_features(model: SDLModel, paths: Sequence[Path], pretrained: str | No
             _write_cache(file, cached)
     ok = torch.tensor([k in cached for k in keys], dtype=torch.bool)
     dim = int(model.num_features)
-    features = torch.stack([cached[k] if k in cached else torch.zeros(dim) for k in keys]) if keys \
-        else torch.zeros(0, dim)
+    features = torch.zeros(len(keys), dim)
+    for row, key in enumerate(keys):
+        if key in cached:
+            features[row] = cached[key]
     log.info("features: %d images (%d computed, %d from %s)", len(keys), len(todo), len(keys) - len(todo), file)
     return features, ok

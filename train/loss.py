@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from sdl_core.scoring import score_tags
+
 #: lambda of the authors' training script (their loss class defaults to 0.3).
 DEFAULT_LAMBDA = 0.01
 
@@ -30,12 +32,6 @@ class LossOutput:
     per_image: torch.Tensor  # (B,), NaN where an image was left out
     used: int  # images with at least one positive
     skipped: int  # images without a positive: not in the mean
-
-
-def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str = "max") -> torch.Tensor:
-    """Scores (B, N) of principal vectors (B, K, D) against unit tag vectors (N, D)."""
-    per_k = torch.matmul(vectors, tag_vectors.to(vectors.dtype).t())  # (B, K, N)
-    return per_k.amax(dim=1) if reduction == "max" else per_k.mean(dim=1)
 
 
 def semantic_diversity(tag_vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -81,7 +77,7 @@ def sdl_loss(vectors: torch.Tensor, tag_vectors: torch.Tensor, targets: torch.Te
     vectors = vectors.float()
     tag_vectors = tag_vectors.to(vectors.device, torch.float32)
     targets = targets.to(vectors.device)
-    scores = tag_scores(vectors, tag_vectors, reduction)
+    scores, _ = score_tags(vectors, tag_vectors, reduction)  # the scores tagging and search use
     rank = ranking_term(scores, targets)
     sigma = semantic_diversity(tag_vectors, targets)
     per_image = 2.0 * ((1.0 - lam) * (1.0 + sigma) * rank + lam * principal_variance(vectors))

@@ -87,6 +87,7 @@ class SettingResult:
     labels: int = 0
 
     def to_dict(self) -> dict:
+        """Rounded values, None where a metric is undefined (JSON has no NaN)."""
         out = {"mAP": _finite(self.map), "images": self.images, "labels": self.labels}
         for k, res in self.at_k.items():
             out.update({f"P@{k}": _finite(res.precision), f"R@{k}": _finite(res.recall), f"F1@{k}": _finite(res.f1)})
@@ -119,6 +120,7 @@ def evaluate_zsl_gzsl(scores: torch.Tensor, targets: torch.Tensor, seen: torch.T
 
 
 def results_to_dict(results: dict[str, SettingResult]) -> dict[str, dict]:
+    """``{"zsl": {...}, "gzsl": {...}}`` for JSON files and the training log."""
     return {name: res.to_dict() for name, res in results.items()}
 
 

@@ -14,14 +14,17 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sdl_core.config import WordSpaceInfo
+from sdl_core.model import SDLModel
 
 from .backbones import make_config, preprocess_for
-from .fit import Stepper, resolve_device
-from sdl_core.model import SDLModel
+from .distributed import resolve_device
+from .optim import Stepper, use_amp
 
 
 @dataclass
 class SmokeResult:
+    """One throughput measurement, as ``gpu_smoke.sh`` writes it to JSON."""
+
     backbone: str
     device: str
     device_name: str
@@ -35,6 +38,7 @@ class SmokeResult:
     loss_last: float
 
     def to_dict(self) -> dict:
+        """The JSON line ``python -m train smoke`` prints."""
         return asdict(self)
 
 
@@ -43,7 +47,7 @@ def run_smoke(backbone: str = "tresnet_m", steps: int = 300, batch_size: int = 3
               lr: float = 1e-4, seed: int = 0) -> SmokeResult:
     """Train ``steps`` steps on synthetic batches and measure speed and memory."""
     target = resolve_device(device)
-    use_amp = amp == "on" or (amp == "auto" and target.type == "cuda")
+    amp_on = use_amp(amp, target)
     generator = torch.Generator().manual_seed(seed)
     tag_vectors = torch.nn.functional.normalize(torch.randn(tags, dim, generator=generator), dim=1)
     pool = [(torch.rand(batch_size, 3, image_size, image_size, generator=generator),
@@ -52,7 +56,7 @@ def run_smoke(backbone: str = "tresnet_m", steps: int = 300, batch_size: int = 3
     torch.manual_seed(seed)
     config = make_config(backbone, k, WordSpaceInfo("smoke-random", dim), preprocess_for(backbone, image_size))
     model = SDLModel(config).to(target).train()
-    stepper = Stepper(model, model, tag_vectors, lr, 3e-4, steps, 0.01, use_amp, target)
+    stepper = Stepper(model, model, tag_vectors, lr, 3e-4, steps, 0.01, amp_on, target)
     if target.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target)
     losses: list[float] = []
@@ -74,7 +78,7 @@ def run_smoke(backbone: str = "tresnet_m", steps: int = 300, batch_size: int = 3
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = rss / 2**20 if sys.platform == "darwin" else rss / 1024
         name = "cpu"
-    return SmokeResult(backbone, str(target), name, use_amp, steps, batch_size, image_size,
+    return SmokeResult(backbone, str(target), name, amp_on, steps, batch_size, image_size,
                        round(timed * batch_size / seconds, 2) if seconds > 0 else 0.0, round(peak, 1),
                        losses[0], losses[-1])
 

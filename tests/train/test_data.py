@@ -12,8 +12,11 @@ from PIL import Image
 from sdl_core.config import PreprocessConfig
 from sdl_core.wordvec import AUTHORS_FASTTEXT
 from tests.conftest import REFERENCE, make_photo, needs_reference
-from train.data import (DataSpec, EvalTransform, ImageTagDataset, TaggedImages, prepare_data, read_coco, read_split,
-                        read_tags_csv, tag_vectors, train_transform)
+from train.annotations import TaggedImages, read_coco, read_tags_csv
+from train.data import DataSpec, prepare_data
+from train.datasets import EvalTransform, ImageTagDataset, train_transform
+from train.splits import read_split
+from train.vectors import tag_vectors
 from train.errors import DataError
 
 
