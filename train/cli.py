@@ -1,4 +1,4 @@
-"""Command line: ``python -m train {fit,evaluate,synth,smoke,push} ...``.
+"""Command line: ``python -m train {fit,evaluate,synth,synth-nus-wide,smoke,push} ...``.
 
 Exit codes: 0 success; 2 bad input (one ``error:`` line, no traceback); 130 interrupted.
 """
@@ -23,15 +23,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                                    "tags, or unseen tags inline: 'crimson,azure'")
 
 
-def _add_fit(sub: argparse._SubParsersAction) -> None:
+def _add_fit(sub: argparse._SubParsersAction, recipe: dict | None = None) -> None:
     p = sub.add_parser("fit", help="train an SDL model (full fine-tuning, or --head-only on a CPU)",
                        description="Train an SDL model. Writes config.json, log.csv/log.jsonl, best.safetensors "
                                    "(best validation GZSL F1@3), last.safetensors and state.pt (for --resume) "
                                    "into --out. Under torchrun, trains with DDP.")
     p.add_argument("--data", required=True, help="a folder with tags.csv (image,tags; tags split by | or ;), "
-                                                 "a COCO .json, or a zs_split folder")
+                                                 "a COCO .json, a zs_split folder, or nus-wide:ROOT (NUS-WIDE as "
+                                                 "distributed: its training list, the paper's 925/81 split)")
+    p.add_argument("--recipe", help="a JSON file of these options, or a named recipe (sdl_nus_wide: the paper's); "
+                                    "flags given here win")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--val-data", help="validation data in the same format (default: hold out --val-fraction)")
+    p.add_argument("--val-data", help="validation data in the same format (default: hold out --val-fraction); "
+                                      "nus-wide:ROOT = its test list, as the authors chose their checkpoint")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of --data held out for validation when there is no --val-data (default 0.1; 0 = none)")
     _add_data_args(p)
@@ -66,7 +70,10 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch (quick trials)")
     p.add_argument("--crop-scale", type=float, default=0.5, help="random resized crop min area (1 = plain resize)")
     p.add_argument("--randaugment", type=int, default=9, help="RandAugment magnitude (0 = off)")
-    p.add_argument("--cutout", type=float, default=0.5, help="probability of Cutout-style erasing (0 = off)")
+    p.add_argument("--cutout", type=float, default=0.5, help="probability of random erasing (0 = off)")
+    p.add_argument("--cutout-box", type=float, default=0.0, help="the authors' Cutout: a random-colour box of this "
+                                                                 "share of the side on every image (0 = off; 0.5)")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flip (the authors')")
     p.add_argument("--cache-dir", help="feature cache for --head-only (default: features/ under "
                                        "$SDL_TAGGER_CACHE or ~/.cache/sdl-tagger)")
     p.add_argument("--save-every", type=int, help="write last.safetensors and state.pt every N epochs (and at the "
@@ -78,6 +85,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="", help="model name recorded in the checkpoint")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=cmd_fit, vectors="wordllama")
+    if recipe:
+        p.set_defaults(**recipe)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -95,29 +104,57 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="ZSL/GZSL mAP and P/R/F1@3,5 of a checkpoint on labelled data",
-                       description="Rank the checkpoint's vocabulary on every image of --data; ZSL ranks only "
-                                   "unseen tags on images with an unseen label, GZSL ranks all tags.")
-    p.add_argument("--checkpoint", required=True, help="one of our .safetensors checkpoints")
-    p.add_argument("--data", required=True, help="a folder with tags.csv, a COCO .json, or a zs_split folder (val)")
+    p = sub.add_parser("evaluate", help="ZSL/GZSL mAP and P/R/F1@3,5 of a model on labelled data (NUS-WIDE: "
+                                        "the paper's protocol)",
+                       description="Rank the model's tags on every image of --data; ZSL ranks only unseen tags on "
+                                   "images with an unseen label, GZSL ranks all tags. With --data nus-wide:ROOT: "
+                                   "any model sdl_core loads, the paper's 925/81 split on the test list, the paper's "
+                                   "numbers beside, backbone outputs cached.")
+    p.add_argument("--checkpoint", required=True, help="one of our .safetensors checkpoints; with nus-wide data, any "
+                                                       "model name or path sdl_core loads")
+    p.add_argument("--data", required=True, help="a folder with tags.csv, a COCO .json, a zs_split folder (val), "
+                                                 "or nus-wide:ROOT[:test|:train]")
     _add_data_args(p)
-    p.add_argument("--out", help="JSON results file (default: <checkpoint>.eval.json)")
+    p.add_argument("--out", help="JSON results file (default: <checkpoint>.eval.json; nus-wide: none)")
     p.add_argument("--random-baseline", action="store_true", help="also report random scores (mean of 10 draws)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (auto = cuda when available)")
+    p.add_argument("--workers", type=int, help="image-decoding processes (default: 0; nus-wide on a GPU: up to 8)")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="nus-wide: mixed precision "
+                                                                               "(auto = on CUDA)")
+    p.add_argument("--cache-dir", help="nus-wide: feature cache (default $SDL_CACHE_DIR or ~/.cache/sdl-tagger/"
+                                       "features)")
+    p.add_argument("--word-space", help="nus-wide: the model's word space for tags its vocabulary lacks "
+                                        "('wordllama', a fastText .bin/.vec)")
+    p.add_argument("--authors-data", help="the authors' data folder (classes.pickle...): to load their .pth, and to "
+                                          "check the split against their files")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.data.lower().startswith("nus-wide:"):
+        return cmd_evaluate_nus_wide(args)
     from .evaluate import evaluate_checkpoint, report, write_json
     evaluation = evaluate_checkpoint(args.checkpoint, args.data, args.images_root, args.split, args.batch_size,
-                                     args.device, args.workers, args.random_baseline, args.progress)
+                                     args.device, args.workers or 0, args.random_baseline, args.progress)
     print(report(evaluation))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".eval.json")
     write_json(evaluation, out, {"checkpoint": str(args.checkpoint), "data": str(args.data)})
     print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_evaluate_nus_wide(args: argparse.Namespace) -> int:
+    from .nus_wide_eval import evaluate_nus_wide, report_nus_wide, write_nus_json
+    if args.split or args.random_baseline:
+        raise SDLError("--split and --random-baseline do not apply to nus-wide data (the split is the paper's)")
+    evaluation = evaluate_nus_wide(args.checkpoint, args.data, args.images_root, args.batch_size, args.device,
+                                   args.workers, args.progress, args.cache_dir, args.amp, args.word_space,
+                                   args.authors_data)
+    print(report_nus_wide(evaluation))
+    if args.out:
+        print(f"wrote {write_nus_json(evaluation, args.out)}")
     return EXIT_OK
 
 
@@ -139,8 +176,44 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_smoke(sub: argparse._SubParsersAction) -> None:
+def _add_synth_nus_wide(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth-nus-wide", help="write a miniature NUS-WIDE tree in the distributed file formats",
+                       description="Coloured-shape images with the NUS-WIDE folder layout and file formats: "
+                                   "user tags, concepts (some also tags), images missing or corrupt.")
+    p.add_argument("out", help="folder to create")
+    p.add_argument("--images", type=int, default=40, help="listed images in all (default 40)")
+    p.add_argument("--size", type=int, default=48, help="image side in pixels (default 48)")
+    p.add_argument("--missing", type=int, default=3, help="listed images not written (default 3)")
+    p.add_argument("--corrupt", type=int, default=2, help="images written broken (default 2)")
+    p.add_argument("--labels", choices=["split", "all"], default="split",
+                   help="split: Train/Test tag and label files (+ the all-image ones); all: only AllTags1k.txt "
+                        "and Groundtruth/AllLabels")
+    p.add_argument("--real-names", help="the authors' data folder: use their 1006 tag names (random labels)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth_nus_wide)
+
+
+def cmd_synth_nus_wide(args: argparse.Namespace) -> int:
+    from .nus_wide_synth import make_nus_wide
+    if args.images < 8 or not 16 <= args.size <= 2048 or min(args.missing, args.corrupt) < 0 \
+            or args.missing + args.corrupt > args.images // 2:
+        raise SDLError("--images must be >= 8, --size within 16..2048, and --missing + --corrupt at most half "
+                       "the images")
+    if args.real_names and not (Path(args.real_names) / "classes.pickle").is_file():
+        raise SDLError(f"--real-names {args.real_names}: no classes.pickle there (the authors' NUS_WIDE folder)")
+    made = make_nus_wide(args.out, args.images, args.size, args.seed, args.missing, args.corrupt, args.labels,
+                         args.real_names)
+    listed = sum(len(t.names) for t in made.splits.values())
+    print(f"wrote {made.root}: {len(made.tags_1k)} tags, {len(made.concepts)} concepts, {listed} listed images "
+          f"({sum(len(t.missing) for t in made.splits.values())} missing, "
+          f"{sum(len(t.corrupt) for t in made.splits.values())} corrupt); use --data nus-wide:{made.root}")
+    return EXIT_OK
+
+
+def _add_smoke(sub: argparse._SubParsersAction, recipe: dict | None = None) -> None:
     p = sub.add_parser("smoke", help="throughput check of full training on synthetic batches (see gpu_smoke.sh)")
+    p.add_argument("--recipe", help="take backbone, K, batch, image size, AMP, EMA, lr, lambda, weight decay and the "
+                                    "augmentation from a recipe (e.g. sdl_nus_wide); flags given here win")
     p.add_argument("--backbone", default="tresnet_m")
     p.add_argument("--k", type=int, default=7)
     p.add_argument("--dim", type=int, default=300)
@@ -151,19 +224,37 @@ def _add_smoke(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay (0 = off)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lam", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=3e-4)
+    p.add_argument("--loader-workers", type=int, default=0, help="also measure decoding + the training "
+                                                                 "augmentation with this many processes (0 = skip)")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=cmd_smoke)
+    if recipe:
+        p.set_defaults(**recipe)
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
     from .errors import RunError
-    from .smoke import run_smoke
+    from .smoke import loader_rate, run_smoke
     if min(args.steps, args.batch_size, args.k, args.dim, args.tags) < 1 or args.warmup < 0:
         raise RunError("--steps, --batch-size, --k, --dim and --tags must be >= 1")
     if args.amp == "on" and not args.device.startswith("cuda"):
         raise RunError("--amp on needs --device cuda")
     result = run_smoke(args.backbone, args.steps, args.batch_size, args.image_size, args.k, args.dim, args.tags,
-                       args.device, args.amp, args.warmup)
+                       args.device, args.amp, args.warmup, args.lr, ema=args.ema, lam=args.lam,
+                       weight_decay=args.weight_decay)
+    if args.loader_workers > 0:
+        from .backbones import preprocess_for
+        from .datasets import train_transform
+        from .fit import FitOptions
+        aug = {k: getattr(args, k, FitOptions.__dataclass_fields__[k].default)
+               for k in ("crop_scale", "randaugment", "cutout", "flip", "cutout_box")}
+        transform = train_transform(preprocess_for(args.backbone, args.image_size), **aug)
+        result.loader_images_per_s = loader_rate(transform, args.loader_workers, args.batch_size)
+        result.loader_workers = args.loader_workers
     text = json.dumps(result.to_dict())
     print(text)
     if args.json:
@@ -194,18 +285,30 @@ def cmd_push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every ``python -m train`` command and its flags."""
+def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
+    """Every ``python -m train`` command and its flags; ``recipe`` (fit options) becomes the
+    defaults of ``fit`` and ``smoke``."""
     parser = argparse.ArgumentParser(prog="python -m train", description="Train and evaluate SDL zero-shot taggers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_fit, _add_evaluate, _add_synth, _add_smoke, _add_push):
+    _add_fit(sub, recipe)
+    for add in (_add_evaluate, _add_synth, _add_synth_nus_wide, _add_push):
         add(sub)
+    _add_smoke(sub, recipe)
     return parser
+
+
+def _with_recipe(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Parse again with the recipe's options as defaults (so typed flags still win), then run."""
+    if getattr(args, "recipe", None):
+        from .fit import FitOptions
+        from .recipe import load_recipe
+        args = build_parser(load_recipe(args.recipe, set(FitOptions.__dataclass_fields__))).parse_args(argv)
+    return args.func(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; bad input is one ``error:`` line and exit code 2 (see ``sdl_core.cli.run_command``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    return run_command(args.func, args)
+    return run_command(lambda parsed: _with_recipe(parsed, argv), args)

@@ -62,6 +62,9 @@ class PreparedData:
 
 def prepare_data(spec: DataSpec) -> PreparedData:
     """Read annotations, decide the split, attach vectors, and hold out validation images."""
+    if spec.data.lower().startswith("nus-wide:"):  # NUS-WIDE as distributed, with the paper's split
+        from .nus_wide_prepare import prepare_nus_wide
+        return prepare_nus_wide(spec)
     data_path = Path(spec.data)
     if not data_path.exists():
         raise DataError(f"{data_path}: no such file or folder")

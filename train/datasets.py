@@ -28,9 +28,11 @@ class EvalTransform:
 
 
 def train_transform(cfg: PreprocessConfig, crop_scale: float = 0.5, randaugment: int = 9,
-                    cutout: float = 0.0) -> Callable[[Image.Image], torch.Tensor]:
-    """Random resized crop (``crop_scale`` = 1 means a plain resize), flip, RandAugment
-    (magnitude ``randaugment``; 0 = off) and Cutout-style erasing with probability ``cutout``."""
+                    cutout: float = 0.0, flip: bool = True, cutout_box: float = 0.0
+                    ) -> Callable[[Image.Image], torch.Tensor]:
+    """Random resized crop (``crop_scale`` = 1 means a plain resize), flip, the authors'
+    Cutout (a random-colour box of ``cutout_box`` x the side; 0 = off), RandAugment
+    (magnitude ``randaugment``; 0 = off) and random erasing with probability ``cutout``."""
     from timm.data.auto_augment import rand_augment_transform
     from timm.data.random_erasing import RandomErasing
     from torchvision import transforms
@@ -41,7 +43,11 @@ def train_transform(cfg: PreprocessConfig, crop_scale: float = 0.5, randaugment:
         steps.append(transforms.RandomResizedCrop(cfg.size, scale=(crop_scale, 1.0), interpolation=interpolation))
     else:
         steps.append(transforms.Resize((cfg.size, cfg.size), interpolation=interpolation))
-    steps.append(transforms.RandomHorizontalFlip())
+    if flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    if cutout_box > 0:
+        from .augment import CutoutBox
+        steps.append(CutoutBox(cutout_box))
     if randaugment > 0:
         hparams = {"img_mean": (124, 116, 104), "interpolation": getattr(Image.Resampling, cfg.interpolation.upper())}
         steps.append(rand_augment_transform(f"rand-m{randaugment}-n2-mstd0.5", hparams))

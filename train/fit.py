@@ -92,6 +92,9 @@ class FitOptions:
     crop_scale: float = 0.5
     randaugment: int = 9
     cutout: float = 0.5
+    flip: bool = True
+    cutout_box: float = 0.0
+    recipe: str | None = None
     cache_dir: str | None = None
     save_every: int | None = None
     best_metric: str = "gzsl_F1@3"
@@ -124,6 +127,7 @@ class FitOptions:
                   (0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)"),
                   (self.amp in ("auto", "on", "off"), "--amp must be auto, on or off"),
                   (0 < self.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
+                  (0 <= self.cutout_box <= 1, "--cutout-box must be in [0, 1]"),
                   (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1"),
                   (self.save_every is None or self.save_every >= 1, "--save-every must be >= 1"),
                   (self.best_metric in BEST_METRICS, f"--best-metric must be one of {', '.join(BEST_METRICS)}")]
@@ -316,7 +320,8 @@ class _FullRun(_Run):
     def __init__(self, opts: FitOptions, ctx: Dist, data: PreparedData, model: SDLModel, amp: bool) -> None:
         super().__init__(opts, ctx, data, model)
         size = model.config.preprocess.size
-        transform = train_transform(model.config.preprocess, opts.crop_scale, opts.randaugment, opts.cutout)
+        transform = train_transform(model.config.preprocess, opts.crop_scale, opts.randaugment, opts.cutout,
+                                    opts.flip, opts.cutout_box)
         self.train_set = ImageTagDataset(data.train, transform, size, columns=data.seen_index)
         self.sampler = train_sampler(self.train_set, ctx, opts.seed)
         self.loader = torch.utils.data.DataLoader(self.train_set, batch_size=opts.batch_size, sampler=self.sampler,
@@ -353,7 +358,7 @@ class _HeadOnlyRun(_Run):
         model.eval()
         cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
         extract = dict(model=model, pretrained=opts.pretrained, seed=opts.seed, cache_dir=cache, device=ctx.device,
-                       batch_size=max(8, min(64, int(opts.batch_size))), progress=opts.progress)
+                       batch_size=max(8, min(64, int(opts.batch_size))), progress=opts.progress, workers=opts.workers)
         feats, ok = cached_features(paths=data.train.paths, **extract)
         self.features = feats[ok]
         self.targets = torch.from_numpy(data.train.targets[:, data.seen_index])[ok]

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 KS = (3, 5)
+#: Labels whose AP is computed together (bounds the memory of the sorted copies).
+AP_COLUMNS = 64
 
 
 def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -28,6 +30,9 @@ def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     targets = torch.as_tensor(targets).to(torch.float64)
     if scores.shape != targets.shape or scores.dim() != 2:
         raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} must be the same (M, L)")
+    if scores.shape[1] > AP_COLUMNS:  # a few labels at a time: NUS-WIDE's 107k x 1006 would need ~10 GB at once
+        return torch.cat([average_precision(scores[:, s:s + AP_COLUMNS], targets[:, s:s + AP_COLUMNS])
+                          for s in range(0, scores.shape[1], AP_COLUMNS)])
     m = scores.shape[0]
     if m == 0:
         return torch.full((scores.shape[1],), float("nan"), dtype=torch.float64)

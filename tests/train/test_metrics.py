@@ -34,14 +34,15 @@ def test_label_without_positives_is_nan_and_left_out_of_map():
     assert mean_average_precision(scores, targets) == 1.0
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_ap_equals_sklearn(seed):
+@pytest.mark.parametrize("seed,labels", [(s, 7) for s in range(6)] + [(6, 150)])
+def test_ap_equals_sklearn(seed, labels):
+    """(150 labels: more than one chunk of AP_COLUMNS.)"""
     rng = np.random.default_rng(seed)
-    scores = rng.integers(0, 4, size=(40, 7)).astype(float) if seed % 2 else rng.normal(size=(40, 7))
-    targets = rng.random((40, 7)) < 0.25
+    scores = rng.integers(0, 4, size=(40, labels)).astype(float) if seed % 2 else rng.normal(size=(40, labels))
+    targets = rng.random((40, labels)) < 0.25
     targets[0, :] = True
     ours = average_precision(torch.tensor(scores), torch.tensor(targets)).numpy()
-    theirs = [average_precision_score(targets[:, j], scores[:, j]) for j in range(7)]
+    theirs = [average_precision_score(targets[:, j], scores[:, j]) for j in range(labels)]
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
