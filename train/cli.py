@@ -122,8 +122,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="image-decoding processes (default: 0; nus-wide on a GPU: up to 8)")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="nus-wide: mixed precision "
                                                                                "(auto = on CUDA)")
-    p.add_argument("--cache-dir", help="nus-wide: feature cache (default $SDL_CACHE_DIR or ~/.cache/sdl-tagger/"
-                                       "features)")
+    p.add_argument("--cache-dir", help="nus-wide: feature cache (default: features/ under $SDL_TAGGER_CACHE or "
+                                       "~/.cache/sdl-tagger)")
     p.add_argument("--word-space", help="nus-wide: the model's word space for tags its vocabulary lacks "
                                         "('wordllama', a fastText .bin/.vec)")
     p.add_argument("--authors-data", help="the authors' data folder (classes.pickle...): to load their .pth, and to "
