@@ -43,9 +43,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from sdl_core import cli  # noqa: E402
-from sdl_core.checkpoint import OFFICIAL_PREPROCESS  # noqa: E402
 from sdl_core.config import ModelConfig  # noqa: E402
 from sdl_core.model import SDLModel  # noqa: E402
+from sdl_core.official import OFFICIAL_PREPROCESS  # noqa: E402
 from sdl_core.scoring import score_tags, top_k_indices  # noqa: E402
 from sdl_core.tagger import Tagger  # noqa: E402
 from sdl_core.vocab import Vocabulary  # noqa: E402
@@ -56,7 +56,7 @@ try:  # absent before the optimisations existed: the benchmark still runs, witho
 except ImportError:  # pragma: no cover
     InferenceOptions = None  # type: ignore[assignment,misc]
 
-EXAMPLES = ROOT / "assets" / "examples"
+EXAMPLES = ROOT / "demo" / "examples"
 PHOTO = EXAMPLES / "rocket.jpg"
 ADJECTIVES = ("red", "small", "old", "wooden", "shiny", "wet", "striped", "frozen", "broken", "golden",
               "quiet", "tall", "round", "dusty", "bright", "narrow", "soft", "busy", "empty", "ancient")
@@ -243,8 +243,9 @@ def _with_threads(n: int, fn: Callable[[], object]) -> object:
 # --- section 2: the default model end to end -------------------------------------------
 
 def default_parts():
-    from sdl_core.registry import get_model
-    return get_model("default").builder()
+    from sdl_core.factory import load_model
+    loaded = load_model("default")
+    return loaded.model, loaded.vocabulary, loaded.word_space
 
 
 def section_default(repeats: int) -> list[Row]:

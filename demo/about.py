@@ -1,23 +1,18 @@
 """The "About this model" panel: what the model is, its vocabularies, its measured
-quality (read from the README's default-model section) and what "unseen" means."""
+quality (shipped in its registry entry) and what "unseen" means."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdl_core.registry import DEFAULT_MODEL, resolve_name
+from sdl_core.registry import Quality, get_model, resolve_name
 
 if TYPE_CHECKING:
     from sdl_core.tagger import Tagger
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-#: A metric name: "mAP" exactly (so "feature map" is not one), the others in any case.
-_METRIC = re.compile(r"\bmAP\b|(?i:\b(F1|AUC|precision|recall|accuracy|[PR]@\d))")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|])")
 
+NOT_MEASURED = "Not measured by this app: see the evaluation report that came with this checkpoint."
 UNSEEN_TEXT = ("**What \"unseen\" means.** Every tag is a word vector, and the model scores a tag by comparing "
                "its principal vectors with that word vector. *Seen* tags were among the labels the model was "
                "trained on; *unseen* tags (shown as `*tag*`) never were: they are scored zero-shot, from their "
@@ -34,54 +29,24 @@ def md_code(text: str) -> str:
     return "`" + str(text).replace("`", "'") + "`"
 
 
-def readme_section(text: str, title_pattern: str = r"default model") -> list[str]:
-    """Lines of the first README section whose heading matches ``title_pattern``
-    (up to the next heading of the same or a higher level)."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        match = _HEADING.match(line)
-        if match and re.search(title_pattern, match.group(2), re.IGNORECASE):
-            level = len(match.group(1))
-            body = []
-            for nxt in lines[i + 1:]:
-                head = _HEADING.match(nxt)
-                if head and len(head.group(1)) <= level:
-                    break
-                body.append(nxt)
-            return body
-    return []
+def quality_markdown(quality: Quality, model_name: str) -> str:
+    """A registry entry's measured quality: what was measured, the table, what it means."""
+    header = "| model | " + " | ".join(quality.columns) + " |"
+    rule = "|---" * (len(quality.columns) + 1) + "|"
+    rows = []
+    for i, (label, values) in enumerate(quality.rows):
+        name = f"{label} (`{model_name}`)" if i == 0 else label
+        cells = ["—" if v is None else f"{v:.3f}" for v in values]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    parts = [f"On {quality.measured_on}:", "\n".join([header, rule, *rows])]
+    return "\n\n".join(parts + ([quality.note] if quality.note else []))
 
 
-def quality_from_readme(text: str) -> str | None:
-    """The measured-quality part of the README's default-model section: each table with
-    the paragraph before it (what was measured) and after it (what it means), and any
-    paragraph that names a metric. None when there is none."""
-    blocks, current = [], []
-    for line in readme_section(text) + [""]:
-        if line.strip():
-            current.append(line)
-        elif current:
-            blocks.append("\n".join(current))
-            current = []
-    is_table = [b.lstrip().startswith("|") for b in blocks]
-    keep = set()
-    for i, block in enumerate(blocks):
-        if is_table[i]:
-            keep.update(j for j in (i - 1, i, i + 1) if 0 <= j < len(blocks) and not _HEADING.match(blocks[j]))
-        elif _METRIC.search(block):
-            keep.add(i)
-    return "\n\n".join(blocks[i] for i in sorted(keep)) or None
-
-
-def measured_quality(model_value: str, readme: Path = README) -> str:
-    """Markdown for the quality line of the panel."""
-    if resolve_name(DEFAULT_MODEL) != model_value:
-        return "Not measured by this app: see the evaluation report that came with this checkpoint."
-    try:
-        found = quality_from_readme(readme.read_text(encoding="utf-8"))
-    except OSError:
-        found = None
-    return found if found else "See README.md (section on the default model)."
+def measured_quality(model_value: str) -> str:
+    """Markdown for the quality part of the panel: a registered model's shipped numbers."""
+    name = resolve_name(model_value)
+    quality = get_model(name).quality if name is not None else None
+    return quality_markdown(quality, name) if quality is not None else NOT_MEASURED
 
 
 def about_markdown(tagger: Tagger, label: str, quality: str) -> str:

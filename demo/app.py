@@ -2,9 +2,10 @@
 each principal vector looks.
 
 ``build_app(...)`` returns the Blocks (tests launch it in-process); ``launch(app)``
-starts it with the offline theme; ``python -m demo`` is the command line. Every
-number shown comes from ``sdl_core`` (one ``Tagger.analyze`` call per request);
-this module only wires inputs to it and results to components.
+starts it with the offline theme; ``python -m demo`` (or the Space's ``app.py`` at the
+repository's root) is the command line. Every number shown comes from ``sdl_core`` (one
+``Tagger.analyze`` call per request); this module only wires inputs to it and results to
+components.
 
 Start-up is fast because the page needs no model: it is built from names and
 examples, served, and only then is the startup model loaded, in a background thread
@@ -14,34 +15,33 @@ waits for it, showing Gradio's usual progress.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file (Hugging Face Spaces: app_file demo/app.py)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import atexit  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from demo.errors import user_errors  # noqa: E402
-from demo.about import README, about_markdown, measured_quality  # noqa: E402
-from demo.models import TaggerCache, model_choices  # noqa: E402
-from demo.render import (Shown, model_view, overlays_each, principal_captions, result_json,  # noqa: E402
-                         safe_stem, tags_table_html, write_json)
 from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
 from sdl_core.registry import DEFAULT_MODEL  # noqa: E402
 from sdl_core.tags import MAX_TAGS, parse_tags  # noqa: E402
 
+from .about import about_markdown, measured_quality  # noqa: E402
+from .errors import user_errors  # noqa: E402
+from .models import TaggerCache, model_choices  # noqa: E402
+from .render import (Shown, model_view, overlays_each, principal_captions, result_json, safe_stem,  # noqa: E402
+                     tags_table_html, write_json)
+from .search_tab import build_search_tab  # noqa: E402
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES_DIR = ROOT / "assets" / "examples"
+#: The example photos, shipped inside the package (so an installed demo has them too).
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: Typed tags suggested with each shipped example photo (by file stem).
 EXAMPLE_TAGS = {
     "coffee": "espresso, latte art, saucer",
@@ -108,10 +108,9 @@ def check_top_k(value: Any) -> int:
 class Handlers:
     """The event functions; state lives in the TaggerCache (models) and gr.State (results)."""
 
-    def __init__(self, cache: TaggerCache, json_root: Path, readme: Path = README) -> None:
+    def __init__(self, cache: TaggerCache, json_root: Path) -> None:
         self.cache = cache
         self.json_root = json_root
-        self.readme = readme
 
     def tag(self, image: dict | str | None, tags_text: str | None, only_typed: bool, top_k: Any, model: str | None
             ) -> tuple:
@@ -144,7 +143,7 @@ class Handlers:
     def about(self, model: str | None) -> str:
         tagger = self.cache.get(model)
         value = model or self.cache.default
-        return about_markdown(tagger, self.cache.label(value), measured_quality(value, self.readme))
+        return about_markdown(tagger, self.cache.label(value), measured_quality(value))
 
 
 def example_rows(folder: Path) -> list[list[str]]:
@@ -155,17 +154,9 @@ def example_rows(folder: Path) -> list[list[str]]:
     return [[str(p), EXAMPLE_TAGS.get(p.stem, "")] for p in photos]
 
 
-def _search_tab_builder() -> Callable | None:
-    """The Search tab's builder, when demo/search_tab.py is present."""
-    if not (Path(__file__).with_name("search_tab.py")).is_file():
-        return None
-    from demo.search_tab import build_search_tab
-    return build_search_tab
-
-
 def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "models",
               search_dirs: Sequence[str | Path] = (), *, device: str = "cpu", word_space: str | None = None,
-              examples_dir: Path = EXAMPLES_DIR, readme: Path = README,
+              examples_dir: Path = EXAMPLES_DIR,
               json_root: Path | None = None) -> gr.Blocks:
     """Build the app without loading a model (``launch`` starts that in the background).
 
@@ -176,9 +167,8 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
     if json_root is None:
         json_root = Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
         atexit.register(shutil.rmtree, json_root, ignore_errors=True)
-    handlers = Handlers(cache, json_root, readme)
+    handlers = Handlers(cache, json_root)
     examples = example_rows(examples_dir)
-    search_builder = _search_tab_builder()
 
     with gr.Blocks(title="SDL zero-shot image tagger", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as app:
@@ -237,9 +227,8 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
             # the panel of the chosen model, filled when the page opens (waits for the startup load)
             app.load(user_errors(handlers.about), model_box, about, api_visibility="private",
                      concurrency_limit=RENDER_CONCURRENCY)
-        if search_builder is not None:
-            with gr.Tab("Search"):
-                search_builder(cache.get, [Path(d) for d in search_dirs])
+        with gr.Tab("Search"):
+            build_search_tab(cache.get, [Path(d) for d in search_dirs])
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     app.tagger_cache = cache  # in-process users (tests, benchmarks) reach the loaded models here
     return app
@@ -262,7 +251,3 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **k
         app.block_thread()
     return served
 
-
-if __name__ == "__main__":
-    from demo.cli import main
-    raise SystemExit(main())

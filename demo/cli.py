@@ -1,4 +1,4 @@
-"""``python -m demo``: start the app (offline, analytics off).
+"""``python -m demo`` (and the Space's ``app.py``): start the app (offline, analytics off).
 
 Exit codes: 0 after a normal stop; 2 when the model or the flags are unusable
 (one line on stderr, no traceback); 130 on Ctrl-C while the model loads.
@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from sdl_core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, add_model_args
 
 
 def _port(text: str) -> int:
@@ -38,15 +37,12 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                              "0.0.0.0 serves the whole network)")
     parser.add_argument("--port", type=_port, default=env.get("GRADIO_SERVER_PORT") or "7860",
                         help="port (default: $GRADIO_SERVER_PORT or 7860)")
-    parser.add_argument("--model", default="default",
-                        help="registered model name or .safetensors checkpoint shown first (default: default)")
+    add_model_args(parser, data_dir=False, device_help="torch device (default: cpu)",
+                   model_help="registered model name or .safetensors checkpoint shown first (default: default)")
     parser.add_argument("--models-dir", default="models",
                         help="folder whose .safetensors checkpoints the model menu also offers (default: models)")
     parser.add_argument("--search-dir", action="extend", nargs="+", default=[], metavar="DIR",
                         help="photo folder(s) for the Search tab")
-    parser.add_argument("--word-space", help="the fastText .bin/.vec (or 'wordllama') the model was trained in, "
-                                             "so typed tags outside its vocabulary can be embedded")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from sdl_core.errors import CheckpointError, ModelNotFoundError, SDLError, WordSpaceError
+from sdl_core.factory import resolve
 from sdl_core.registry import DEFAULT_MODEL, get_model, list_models, resolve_name
 
 if TYPE_CHECKING:
@@ -75,18 +76,15 @@ def check_checkpoint_header(path: Path) -> None:
 
 
 def startup_choice(model: str) -> ModelChoice:
-    """The ``--model`` value as a choice: an existing path wins over a registered name
-    (as in ``Tagger.from_pretrained``)."""
-    path = Path(model)
-    if path.exists():
-        if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-            check_checkpoint_header(path)
-        return ModelChoice(path.name, str(path.resolve()))
-    name = resolve_name(model)
-    if name is None:
-        raise ModelNotFoundError(f"{model!r} is neither a registered model nor an existing file "
-                                 f"(registered: {', '.join(list_models())})")
-    return registered_choice(name)
+    """The ``--model`` value as a choice, resolved as ``Tagger.from_pretrained`` resolves it
+    (an existing path wins over a registered name)."""
+    source = resolve(model)
+    if source.entry is not None:
+        return registered_choice(source.value)
+    path = Path(source.value)
+    if source.is_file and path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        check_checkpoint_header(path)
+    return ModelChoice(Path(model).name if source.is_file else source.value, source.value)
 
 
 def model_choices(model: str, models_dir: str | Path | None) -> list[ModelChoice]:

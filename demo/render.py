@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sdl_core.config import PreprocessConfig
+from sdl_core.images import centre_square
 
 if TYPE_CHECKING:  # the tagger's module imports torch and timm: the page is served before they load
     from sdl_core.tagger import ImageTags, TagResult
@@ -50,9 +51,7 @@ def model_view(photo: Image.Image, preprocess: PreprocessConfig, max_side: int =
     """
     img = photo.convert("RGB")
     if preprocess.resize == "shorter_side_crop":
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
+        img = centre_square(img)
     scale = max_side / max(img.size)
     if scale < 1.0:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),

@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("CheckpointError", "ImageError", "ModelNotFoundError", "SDLError", "TagInputError",
                      "VocabularyError", "WordSpaceError"), "errors"),
     "load_image": "images",
+    **dict.fromkeys(("LoadedModel", "load_model"), "factory"),
     **dict.fromkeys(("Encoded", "PrincipalVectorModel", "SDLModel"), "model"),
     **dict.fromkeys(("DEFAULT_MODEL", "list_models"), "registry"),
     "score_tags": "scoring",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from .config import ModelConfig, PreprocessConfig, WordSpaceInfo
     from .errors import (CheckpointError, ImageError, ModelNotFoundError, SDLError, TagInputError, VocabularyError,
                          WordSpaceError)
+    from .factory import LoadedModel, load_model
     from .images import load_image
     from .model import Encoded, PrincipalVectorModel, SDLModel
     from .registry import DEFAULT_MODEL, list_models

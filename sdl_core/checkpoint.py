@@ -1,4 +1,4 @@
-"""Self-describing checkpoints, and the importer for the authors' released model.
+"""Our self-describing checkpoint format (the authors' format is :mod:`sdl_core.official`).
 
 Our format is one ``.safetensors`` file: tensors ``model.*`` (the network),
 ``vocab.vectors`` and ``vocab.seen``; metadata ``format``, ``config`` (JSON of
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,13 +18,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ModelConfig, PreprocessConfig
+from .config import ModelConfig
 from .errors import CheckpointError, SDLError, VocabularyError
+from .files import atomic_write
 from .vocab import Vocabulary
-from .wordvec import AUTHORS_FASTTEXT
 
 if TYPE_CHECKING:  # timm loads when a model is built: reading a checkpoint's or an index's file needs no timm
-    from .model import PrincipalVectorModel, SDLModel
+    from .model import PrincipalVectorModel
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,8 @@ def save_checkpoint(model: PrincipalVectorModel, vocab: Vocabulary, path: str | 
     tensors["vocab.seen"] = torch.from_numpy(vocab.seen.astype(np.uint8))
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "config": model.config.to_json(), "vocab_tags": json.dumps(vocab.tags, ensure_ascii=False)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    with atomic_write(path) as tmp:  # never a half-written checkpoint under the real name
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -145,114 +142,3 @@ def load_checkpoint(path: str | Path) -> tuple[PrincipalVectorModel, Vocabulary]
         return build_model(config, state), vocab
     except CheckpointError as exc:
         raise CheckpointError(f"{Path(path).name}: {exc}") from None
-
-
-# --- the authors' released model -------------------------------------------------
-
-#: The authors' NUS-WIDE model: TResNet-M, squash-resize to 224 with Pillow's default
-#: (bicubic) filter, pixels / 255 and no mean/std.
-OFFICIAL_PREPROCESS = PreprocessConfig(size=224, resize="squash", interpolation="bicubic")
-
-
-def _one_line(exc: Exception) -> str:
-    """The informative line of torch's long multi-line load errors."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "Unsupported global" in line or "WeightsUnpickler error" in line:
-            return line.split(" Please use")[0][:300]  # not torch's advice to allow-list the code
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
-def official_key_to_timm(key: str) -> str:
-    """Rename one key of the authors' TResNet state dict to timm's ``tresnet_m``.
-
-    The authors wrap conv+norm as ``Sequential(conv, InPlaceABN)`` (``convN.0`` /
-    ``convN.1``), anti-aliased ones once more (``convN.0.0`` / ``convN.0.1``), and
-    downsample paths as ``downsample.1.0`` / ``downsample.1.1``; timm names them
-    ``.conv`` and ``.bn`` and keeps the body under ``body.``.
-    """
-    parts = key.split(".")
-    out: list[str] = []
-    i = 0
-    while i < len(parts):
-        part = parts[i]
-        out.append(part)
-        i += 1
-        wraps_conv = re.fullmatch(r"conv\d+", part) is not None
-        if part == "downsample" and i < len(parts):
-            out.append(parts[i])  # position of the conv block inside the downsample path
-            i += 1
-            wraps_conv = True
-        if wraps_conv and i + 1 < len(parts):
-            if parts[i] == "0" and parts[i + 1].isdigit():
-                i += 1  # the anti-alias wrapper: convN.0.<0|1>
-            out.append("conv" if parts[i] == "0" else "bn")
-            i += 1
-    return "body." + ".".join(out)
-
-
-def official_state_to_ours(state: dict[str, torch.Tensor], k: int, d: int) -> dict[str, torch.Tensor]:
-    """Map the authors' state dict onto :class:`SDLModel` with a tresnet_m backbone."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key == "embedding.weight":
-            if tuple(value.shape[:1]) != (k * d,):
-                raise CheckpointError(f"embedding.weight has {value.shape[0]} rows, expected K*D = {k * d}")
-            out["head.weight"] = value
-            continue
-        new = official_key_to_timm(key)
-        if new.endswith(".bn.weight"):
-            value = value.abs() + 1e-5  # InPlaceABN stores signed weights; BatchNorm wants |w| + eps
-        out["backbone." + new] = value
-    return out
-
-
-def import_official(checkpoint: str | Path, data_dir: str | Path, out: str | Path | None = None,
-                    k: int | None = None) -> tuple[SDLModel, Vocabulary]:
-    """Convert ``NUS_mtresnet_224.pth`` + the authors' data folder into our model.
-
-    The .pth is read with ``weights_only=True``: a file that tries to run code is refused.
-    """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise CheckpointError(f"{checkpoint}: no such file")
-    try:
-        raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"{checkpoint.name}: refused or unreadable with weights_only=True "
-                              f"(not a plain PyTorch checkpoint, or it tries to run code): {_one_line(exc)}") from None
-    state = raw.get("model") if isinstance(raw, dict) else None
-    if not isinstance(state, dict) or "embedding.weight" not in state:
-        raise CheckpointError(f"{checkpoint.name}: expected the authors' dict with 'model' holding "
-                              "'embedding.weight' (the SDL head)")
-    not_tensors = [str(key) for key, value in state.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointError(f"{checkpoint.name}: model.{not_tensors[0]} is not a tensor "
-                              f"({len(not_tensors)} such entries): not the authors' checkpoint")
-    vocab = Vocabulary.from_authors_folder(data_dir)
-    num_classes = raw.get("num_classes")
-    if num_classes is not None and not isinstance(num_classes, int):
-        raise CheckpointError(f"{checkpoint.name}: num_classes is {str(num_classes)[:50]!r}, not a number")
-    if num_classes is not None and num_classes != len(vocab):
-        raise CheckpointError(f"{checkpoint.name} was trained on {num_classes} classes, "
-                              f"but {data_dir} has {len(vocab)}")
-    d = vocab.dim
-    rows = int(state["embedding.weight"].shape[0])
-    if k is None:
-        if rows % d:
-            raise CheckpointError(f"embedding.weight has {rows} rows, not a multiple of D={d}")
-        k = rows // d
-    config = ModelConfig(kind="sdl", backbone="tresnet_m", k=k, word_space=AUTHORS_FASTTEXT,
-                         preprocess=OFFICIAL_PREPROCESS, reduction="max", name="sdl_tresnet_m.nus_wide",
-                         description="The authors' SDL model (ICCV 2021), NUS-WIDE 925 seen / 81 unseen, K=7")
-    from .model import SDLModel
-    model = SDLModel(config)
-    ours = official_state_to_ours(state, k, d)
-    for key in model.state_dict():  # BatchNorm's step counter has no InPlaceABN counterpart
-        if key.endswith("num_batches_tracked") and key not in ours:
-            ours[key] = torch.tensor(0, dtype=torch.long)
-    load_state_strict(model, ours, what="tresnet_m SDL model")
-    model.eval()
-    if out is not None:
-        save_checkpoint(model, vocab, out)
-    return model, vocab

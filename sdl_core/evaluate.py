@@ -1,18 +1,17 @@
-"""``python -m sdl_core evaluate-dev``: score a model on the labelled dev photos.
+"""Scoring a model on the labelled dev photos (``python -m sdl_core evaluate-dev``).
 
-The dev set (``../shared/eval``: ``dev/images``, ``dev/labels.json``, ``score.py``) is
-not part of the repository; its own scorer is imported from there, never copied.
+The dev set (a folder with ``dev/images``, ``dev/labels.json`` and ``score.py``; the
+command line's default is ``../shared/eval``) is not part of the repository; its own
+scorer is imported from there, never copied.
 Each photo is scored on the 81 NUS-81 concepts and on the union of every photo's
 typed tags, so the scorer can compute the typed-tag retrieval AUC too.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import io
 import json
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,6 @@ from typing import Any
 from .errors import SDLError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_EVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval"
 
 
 class EvalSetError(SDLError):
@@ -48,7 +45,7 @@ class DevSet:
         return list(dict.fromkeys(list(self.scorer.NUS81) + typed))
 
 
-def load_dev_set(eval_dir: str | Path = DEFAULT_EVAL_DIR) -> DevSet:
+def load_dev_set(eval_dir: str | Path) -> DevSet:
     """Open the dev set; a clear error names what is missing."""
     folder = Path(eval_dir)
     needed = [folder / "score.py", folder / "dev" / "labels.json", folder / "dev" / "images"]
@@ -96,33 +93,8 @@ def score(dev: DevSet, preds: dict[str, dict[str, float]], out_path: str | Path 
     return result, report.getvalue()
 
 
-def evaluate_dev(tagger, eval_dir: str | Path = DEFAULT_EVAL_DIR, out_path: str | Path | None = None,
+def evaluate_dev(tagger, eval_dir: str | Path, out_path: str | Path | None = None,
                  per_concept: bool = False) -> tuple[dict[str, Any], str]:
     """Predict and score in one call (what the CLI command does)."""
     dev = load_dev_set(eval_dir)
     return score(dev, predict(tagger, dev), out_path, per_concept)
-
-
-def cmd_evaluate_dev(args: argparse.Namespace) -> int:
-    from .cli import load_tagger
-    dev = load_dev_set(args.eval_dir)  # fail fast, before loading a model
-    tagger = load_tagger(args)
-    _, report = score(dev, predict(tagger, dev), args.out, args.per_concept)
-    print(f"model: {tagger.name}")
-    sys.stdout.write(report)
-    if args.out:
-        print(f"predictions written to {args.out}")
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    from .cli import _add_model_args
-    parser = sub.add_parser("evaluate-dev", help="score a model on the labelled dev photos (../shared/eval)",
-                            description="Tag the dev photos with the NUS-81 concepts and all typed tags, "
-                                        "then print the dev set's own metrics (mAP, F1@3, typed AUCs).")
-    _add_model_args(parser)
-    parser.add_argument("--eval-dir", default=str(DEFAULT_EVAL_DIR),
-                        help=f"the dev evaluation folder (default: {DEFAULT_EVAL_DIR})")
-    parser.add_argument("--out", help="also write the predictions JSON here")
-    parser.add_argument("--per-concept", action="store_true", help="print the AP of each NUS-81 concept")
-    parser.set_defaults(func=cmd_evaluate_dev)

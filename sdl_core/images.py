@@ -157,9 +157,15 @@ def resize_for_model(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     width, height = img.size
     scale = cfg.size / min(width, height)
     new_w, new_h = max(cfg.size, round(width * scale)), max(cfg.size, round(height * scale))
-    img = img.resize((new_w, new_h), resample)
-    left, top = (new_w - cfg.size) // 2, (new_h - cfg.size) // 2
-    return img.crop((left, top, left + cfg.size, top + cfg.size))
+    return centre_square(img.resize((new_w, new_h), resample), cfg.size)
+
+
+def centre_square(img: Image.Image, side: int | None = None) -> Image.Image:
+    """The centred ``side`` x ``side`` square of ``img`` (default: the largest one): the part
+    of a photo a ``shorter_side_crop`` model sees (the demo draws its maps over it)."""
+    side = min(img.size) if side is None else side
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    return img.crop((left, top, left + side, top + side))
 
 
 def to_tensor(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import CheckpointError
+from .files import load_torch_weights
 
 
 @dataclass
@@ -54,9 +55,14 @@ class PrincipalVectorModel(nn.Module, ABC):
     def encode(self, pixels: torch.Tensor, with_maps: bool = False) -> Encoded:
         """Principal vectors for a batch of preprocessed images (B, 3, S, S)."""
 
-    @abstractmethod
     def tag_maps(self, encoded: Encoded, tag_vectors: torch.Tensor) -> torch.Tensor:
-        """Attention of each principal vector for each tag: (B, K, N, h, w)."""
+        """Attention of each principal vector for each tag: (B, K, N, h, w).
+
+        Every model here keeps per-cell principal vectors (B, K, D, h, w) in
+        ``encoded.local``; a tag's map is their product with its word vector."""
+        if encoded.local is None:
+            raise ValueError("encode(..., with_maps=True) is needed for attention maps")
+        return torch.einsum("bkdhw,nd->bknhw", encoded.local, tag_vectors.to(encoded.local.dtype))
 
     @abstractmethod
     def principal_maps(self, encoded: Encoded) -> torch.Tensor:
@@ -110,11 +116,6 @@ class SDLModel(PrincipalVectorModel):
         local = self.read_d_major(nn.functional.conv2d(features, weight))  # (B, K, D, h, w)
         return Encoded(vectors=vectors, local=local)
 
-    def tag_maps(self, encoded: Encoded, tag_vectors: torch.Tensor) -> torch.Tensor:
-        if encoded.local is None:
-            raise ValueError("encode(..., with_maps=True) is needed for attention maps")
-        return torch.einsum("bkdhw,nd->bknhw", encoded.local, tag_vectors.to(encoded.local.dtype))
-
     def principal_maps(self, encoded: Encoded) -> torch.Tensor:
         """Local vectors projected on their own global direction (mean = ||A_k||)."""
         if encoded.local is None:
@@ -126,10 +127,7 @@ class SDLModel(PrincipalVectorModel):
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load ImageNet weights into a headless timm backbone; classifier keys are skipped,
     any other mismatch is an error."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"{path}: cannot load backbone weights ({exc})") from None
+    state = load_torch_weights(path, f"{path}: cannot load backbone weights")
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     own = backbone.state_dict()
     state = {k: v for k, v in state.items() if k in own or not _is_classifier_key(k)}

@@ -19,7 +19,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch import nn
 
 from . import cache
 from .checkpoint import hash_tensors
+from .files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +134,6 @@ def _matches(session, trunk: nn.Module, input_size: int) -> bool:
     return float(np.abs(got - expected).max()) <= _MATCH_TOLERANCE * scale
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None) -> OnnxFeatures | None:
     """An ONNX Runtime replacement for ``trunk.forward_features``, or None where it cannot be had."""
     if not available():
@@ -178,7 +166,8 @@ def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None)
                     type(trunk).__name__)
         return None
     try:
-        _write_atomically(path, graph)
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(graph)
         _prune(path.parent, MAX_CACHED_GRAPHS)
     except OSError as exc:
         log.info("cannot cache the ONNX graph in %s (%s); it will be exported again next time", path.parent, exc)

@@ -28,7 +28,8 @@ from typing import Callable
 
 from .cache import PRETRAINED, cache_dir, cache_os_error
 from .errors import CacheError, DownloadError, ModelNotFoundError, OfflineError, SDLError
-from .download import ENV_MIRROR, ENV_OFFLINE, OFFICIAL_DATA, OFFICIAL_MODEL, RemoteFile, fetch_file, offline
+from .download import ENV_MIRROR, ENV_OFFLINE, RemoteFile, fetch_file, offline
+from .official import OFFICIAL_DATA, OFFICIAL_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class PretrainedModel:
 
 
 def _convert_official(folder: Path, out: Path) -> None:
-    from .checkpoint import import_official  # torch and timm load only to convert
+    from .official import import_official  # torch and timm load only to convert
     import_official(folder / OFFICIAL_MODEL.name, folder, out)
 
 

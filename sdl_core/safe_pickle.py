@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import VocabularyError
+from .files import read_bytes
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -44,10 +45,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def safe_load_pickle(path: str | Path) -> Any:
     """Load a pickle file that may only contain plain data and numpy arrays."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise VocabularyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = read_bytes(path, VocabularyError)
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as exc:

@@ -16,16 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import import_official, load_checkpoint
-from .errors import ModelNotFoundError, SDLError, TagInputError, WordSpaceError
+from .errors import SDLError, TagInputError, WordSpaceError
+from .factory import ModelSource, load_model
 from .images import ImageSource, load_image, to_tensor
 from .model import Encoded, PrincipalVectorModel
 from .optimize import UNOPTIMISED, InferenceOptions, InferenceRunner
-from .registry import DEFAULT_MODEL, get_model, resolve_name
 from .scoring import score_tags, top_k_indices
 from .tags import clean_tags
 from .vocab import Vocabulary
-from .wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
+from .wordvec import TableSpace, WordSpace
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +126,14 @@ class Tagger:
         self.word_space = word_space
         self._seen = set(vocabulary.seen_tags)
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
-        options = optimize if isinstance(optimize, InferenceOptions) else InferenceOptions() if optimize else UNOPTIMISED
+        if isinstance(optimize, InferenceOptions):
+            options = optimize
+        else:
+            options = InferenceOptions() if optimize else UNOPTIMISED
         self._runner = InferenceRunner(self.model, options)
         self._runner.get()  # pay for the copy at load time, not on the first request
+        #: Where the model came from, when it was loaded by name or path (``from_pretrained``).
+        self.source: ModelSource | None = None
 
     @property
     def name(self) -> str:
@@ -140,30 +144,16 @@ class Tagger:
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, data_dir: str | Path | None = None,
                         word_space: str | Path | WordSpace | None = None, device: str = "cpu") -> "Tagger":
         """Load a registered name (default: the offline default model), one of our
-        ``.safetensors`` checkpoints, or the authors' ``.pth`` with their data folder.
+        ``.safetensors`` checkpoints, or the authors' ``.pth`` with their data folder
+        (see :func:`sdl_core.factory.load_model`).
 
         ``word_space``: ``"wordllama"``, a fastText ``.bin``/``.vec`` path, or a
         :class:`WordSpace`; it must be the space the model was trained in.
         """
-        name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
-        space = load_word_space(word_space) if isinstance(word_space, (str, Path)) else word_space
-        path = Path(name)
-        if not path.exists() and resolve_name(name) is not None:
-            model, vocab, builtin_space = get_model(name).builder()
-            return cls(model, vocab, space or builtin_space, device=device)
-        if not path.exists():
-            raise ModelNotFoundError(f"{name!r} is neither a registered model nor an existing file "
-                                     f"(see `python -m sdl_core models`)")
-        if path.suffix in (".pth", ".pt", ".tar", ".ckpt"):
-            if data_dir is None:
-                raise ModelNotFoundError(f"{path.name} looks like the authors' checkpoint: give their data "
-                                         "folder too (classes.pickle, unseen_classes.pickle, wordvec_array.pickle)")
-            model, vocab = import_official(path, data_dir)
-        else:
-            model, vocab = load_checkpoint(path)
-        if space is None and model.config.word_space == WORDLLAMA:
-            space = load_word_space("wordllama")  # ships in its pip wheel: typed tags work offline
-        return cls(model, vocab, space, device=device)
+        loaded = load_model(name_or_path, data_dir=data_dir, word_space=word_space)
+        tagger = cls(loaded.model, loaded.vocabulary, loaded.word_space, device=device)
+        tagger.source = loaded.source
+        return tagger
 
     # -- tags of a request ----------------------------------------------------------
     def _request(self, extra_tags: Iterable[str], vocabulary: Vocabulary | None, only_extra: bool) -> _Request:

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import VocabularyError
+from .files import read_bytes
 from .safe_pickle import safe_load_pickle
 from .tags import normalize_tag
 from .wordvec import WordSpace, unit_rows
@@ -125,10 +126,7 @@ def authors_word_vectors(table: object, count: int, what: str) -> np.ndarray:
 def read_tag_file(path: str | Path) -> list[str]:
     """Tags from a text file: one per line, ``#`` comments, blank lines ignored."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise VocabularyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = read_bytes(path, VocabularyError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -259,7 +259,9 @@ class WordLlamaSpace(WordSpace):
         ids_of: dict[str, tuple[int, ...]] = {}
         for tag in tags:
             plain = self._plain(tag)
-            parts = tag.split(" ") if plain and tag else [tag] if tag else []
+            parts = [tag] if tag else []
+            if plain and tag:
+                parts = tag.split(" ")
             pieces.append(parts)
             for part in parts:
                 if part not in ids_of:

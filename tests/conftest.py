@@ -5,7 +5,6 @@ Nothing here downloads: models are random, fastText models are trained in the te
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 # Exported ONNX graphs go to a cache of this test session (subprocesses inherit it), never
 # to the user's ~/.cache; tests that need their own cache set SDL_TAGGER_CACHE themselves.
 os.environ["SDL_TAGGER_CACHE"] = tempfile.mkdtemp(prefix="sdl-tagger-test-cache-")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the default model's shipped assets from WordNet, timm and WordLlama.
 
-    python tools/build_class_vectors.py [--wordnet /usr/share/wordnet] [--out assets/default]
+    python tools/build_class_vectors.py [--wordnet /usr/share/wordnet] [--out sdl_core/assets/default]
 
 Writes into ``--out``:
 
@@ -219,7 +219,7 @@ def noun_forms(tag: str, exceptions: dict[str, str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"), help="WordNet 3.0 dict folder")
-    parser.add_argument("--out", type=Path, default=ROOT / "assets" / "default")
+    parser.add_argument("--out", type=Path, default=ROOT / "sdl_core" / "assets" / "default")
     parser.add_argument("--levels", type=int, default=LEVELS, help="hypernym levels in a class vector")
     args = parser.parse_args(argv)
     if not (args.wordnet / "data.noun").is_file():

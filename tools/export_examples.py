@@ -1,6 +1,6 @@
 """Export the demo's example photos from scikit-image's bundled data (public domain / CC0).
 
-    python tools/export_examples.py            # writes assets/examples/*.jpg and SOURCES.md
+    python tools/export_examples.py            # writes demo/examples/*.jpg and SOURCES.md
 
 Only photos whose licence allows redistribution are listed; the source and licence
 of each are written next to them in SOURCES.md.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-OUT = Path(__file__).resolve().parents[1] / "assets" / "examples"
+OUT = Path(__file__).resolve().parents[1] / "demo" / "examples"
 JPEG_QUALITY = 88
 
 #: file stem -> (skimage.data function, what it shows, source, licence)

@@ -8,56 +8,20 @@ them together for ``fit``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from sdl_core.config import WordSpaceInfo
 from sdl_core.vocab import Vocabulary
 
 from .annotations import TaggedImages, is_zs_train_file, read_annotations, zs_split_files
 from .errors import DataError
+from .prepared import DataSpec, PreparedData, hold_out
 from .splits import Split, read_split, split_by_annotation
 from .vectors import TagVectors, tag_vectors
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataSpec:
-    """Where the data is and how it is split (the ``fit``/``evaluate`` options)."""
-
-    data: str
-    vectors: str
-    val_data: str | None = None
-    images_root: str | None = None
-    split: str | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    space_name: str | None = None
-
-
-@dataclass
-class PreparedData:
-    """Train/val images with columns = ``vocab.tags`` (seen + unseen), and the vocabulary."""
-
-    train: TaggedImages
-    val: TaggedImages | None
-    vocab: Vocabulary
-    word_space: WordSpaceInfo
-
-    @property
-    def seen_index(self) -> np.ndarray:
-        """Columns of the seen tags (what the loss trains on)."""
-        return np.flatnonzero(self.vocab.seen)
-
-    def summary(self) -> dict:
-        """Counts for the log and ``config.json``."""
-        return {"train_images": len(self.train), "val_images": len(self.val) if self.val is not None else 0,
-                "seen_tags": int(self.vocab.seen.sum()), "unseen_tags": int((~self.vocab.seen).sum()),
-                "word_space": self.word_space.name, "dim": self.word_space.dim}
 
 
 def prepare_data(spec: DataSpec) -> PreparedData:
@@ -126,12 +90,3 @@ def _split_vocabulary(split: Split, all_tags: Sequence[str], vectors: TagVectors
     if not vocab.seen.any():
         raise DataError("no seen tag has a word vector: nothing to train on")
     return vocab
-
-
-def hold_out(data: TaggedImages, fraction: float, seed: int) -> tuple[TaggedImages, TaggedImages]:
-    """A seeded random validation split of ``fraction`` of the images (at least one image)."""
-    if not 0 < fraction < 1:
-        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
-    order = np.random.default_rng(seed).permutation(len(data))
-    n_val = max(1, int(round(fraction * len(data)))) if len(data) > 1 else 0
-    return data.subset(np.sort(order[n_val:])), data.subset(np.sort(order[:n_val]))

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from sdl_core import cache
 from sdl_core.errors import ImageError
+from sdl_core.files import atomic_write
 from sdl_core.config import PreprocessConfig
 from sdl_core.images import load_image, to_tensor
 from sdl_core.model import SDLModel
@@ -68,12 +69,10 @@ def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], set[str]]:
 
 
 def _write_cache(path: Path, cached: dict[str, torch.Tensor], unreadable: set[str], dim: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     features = torch.stack(list(cached.values())) if cached else torch.zeros(0, dim)
-    save_file({"features": features.contiguous()}, str(tmp),
-              metadata={"keys": json.dumps(list(cached)), "unreadable": json.dumps(sorted(unreadable))})
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        save_file({"features": features.contiguous()}, str(tmp),
+                  metadata={"keys": json.dumps(list(cached)), "unreadable": json.dumps(sorted(unreadable))})
 
 
 class _Pixels(torch.utils.data.Dataset):

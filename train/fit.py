@@ -105,11 +105,9 @@ class FitOptions:
     def resolved(self) -> "FitOptions":
         """Fill the mode-dependent defaults (authors' recipe for full training)."""
         head = self.head_only
-        pretrained = self.pretrained
+        pretrained = None if self.pretrained == "none" else self.pretrained
         if pretrained == "auto":
             pretrained = "packaged" if self.backbone in PACKAGED else None
-        if pretrained == "none":
-            pretrained = None
         return dataclasses.replace(
             self, pretrained=pretrained, epochs=_mode_default(self.epochs, head, 30, 10),
             batch_size=_mode_default(self.batch_size, head, 64, 32), lr=_mode_default(self.lr, head, 2e-3, 2.5e-5),
@@ -319,10 +317,9 @@ class _FullRun(_Run):
 
     def __init__(self, opts: FitOptions, ctx: Dist, data: PreparedData, model: SDLModel, amp: bool) -> None:
         super().__init__(opts, ctx, data, model)
-        size = model.config.preprocess.size
         transform = train_transform(model.config.preprocess, opts.crop_scale, opts.randaugment, opts.cutout,
                                     opts.flip, opts.cutout_box)
-        self.train_set = ImageTagDataset(data.train, transform, size, columns=data.seen_index)
+        self.train_set = ImageTagDataset(data.train, transform, model.config.preprocess.size, columns=data.seen_index)
         self.sampler = train_sampler(self.train_set, ctx, opts.seed)
         self.loader = torch.utils.data.DataLoader(self.train_set, batch_size=opts.batch_size, sampler=self.sampler,
                                                   num_workers=opts.workers, pin_memory=ctx.device.type == "cuda",

@@ -18,7 +18,7 @@ from sdl_core.errors import SDLError
 from sdl_core.safe_pickle import safe_load_pickle
 from sdl_core.vocab import Vocabulary
 
-from .data import DataSpec, PreparedData, hold_out
+from .prepared import DataSpec, PreparedData, hold_out
 from .errors import DataError
 from .nus_wide import PaperSplit, compare_with_authors, is_nus_wide, parse_spec, read_nus_wide
 from .vectors import tag_vectors

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from sdl_core.checkpoint import save_checkpoint
+from sdl_core.files import atomic_write, load_torch_weights
 from sdl_core.model import SDLModel
 from sdl_core.vocab import Vocabulary
 
@@ -51,9 +52,8 @@ class RunFolder:
     def write_json(self, name: str, data: dict) -> None:
         """``data`` as indented, sorted JSON, written whole (temporary file, then rename)."""
         if self.ctx.main:
-            tmp = self.path(name + ".tmp")
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-            tmp.replace(self.path(name))
+            with atomic_write(self.path(name)) as tmp:
+                tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
     def write_log(self, history: list[dict]) -> None:
         """The whole history as ``log.csv`` (columns: every key any row has) and ``log.jsonl``."""
@@ -77,16 +77,12 @@ class RunFolder:
     def save_state(self, state: dict) -> None:
         """``state.pt``, written whole so an interrupted write cannot spoil a resume."""
         if self.ctx.main:
-            tmp = self.path(STATE_FILE + ".tmp")
-            torch.save(state, tmp)
-            tmp.replace(self.path(STATE_FILE))
+            with atomic_write(self.path(STATE_FILE)) as tmp:
+                torch.save(state, tmp)
 
     def load_state(self) -> dict:
         """``state.pt``, read without unpickling code (``weights_only``)."""
-        try:
-            return torch.load(self.path(STATE_FILE), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-            raise RunError(f"{self.path(STATE_FILE)}: cannot resume from it ({exc})") from None
+        return load_torch_weights(self.path(STATE_FILE), f"{self.path(STATE_FILE)}: cannot resume from it", RunError)
 
     def resume_state(self, config_json: str, tags: list[str]) -> dict:
         """``state.pt``, refused when it was written for another model config or vocabulary."""

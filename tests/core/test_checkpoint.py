@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdl_core.checkpoint import (import_official, load_checkpoint, official_key_to_timm, read_checkpoint,
-                                 save_checkpoint)
+from sdl_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from sdl_core.official import import_official, official_key_to_timm
 from sdl_core.errors import CheckpointError
 from sdl_core.tagger import Tagger
 from tests.conftest import REFERENCE, make_photo, make_sdl_model, make_vocab, needs_reference

@@ -107,7 +107,7 @@ def test_import_official_missing_file_is_exit_2(tmp_path):
 def test_default_batch_size_follows_the_device():
     from argparse import Namespace
 
-    from sdl_core.cli import CPU_BATCH_SIZE, DEVICE_BATCH_SIZE, default_batch_size
+    from sdl_core.cli.tag import CPU_BATCH_SIZE, DEVICE_BATCH_SIZE, default_batch_size
 
     assert default_batch_size(Namespace(batch_size=None, device="cpu")) == CPU_BATCH_SIZE
     assert default_batch_size(Namespace(batch_size=None, device="cuda:1")) == DEVICE_BATCH_SIZE

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,11 @@ def test_evaluate_dev_prints_metrics_and_writes_predictions(tmp_path, capsys):
     needed = {t.lower() for t in dev.tags()}
     for scores in preds.values():
         assert needed <= set(scores)  # NUS-81 + every photo's typed tags, on every photo
+
+
+def test_the_dev_folder_comes_from_the_environment_or_shared_eval(tmp_path, monkeypatch, capsys):
+    from sdl_core.cli.evaluate import default_eval_dir
+    assert default_eval_dir({}) == Path("..") / "shared" / "eval"  # from the checkout's root, as in the README
+    monkeypatch.setenv("SDL_EVAL_DIR", str(tmp_path / "elsewhere"))
+    assert cli.main(["evaluate-dev"]) == cli.EXIT_USAGE
+    assert f"no dev evaluation set at {tmp_path / 'elsewhere'}" in capsys.readouterr().err

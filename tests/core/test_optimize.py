@@ -180,8 +180,9 @@ def test_configure_threads_and_the_cli_flag(tmp_path, capsys):
 
 
 def test_default_model_optimised_equals_unoptimised():
-    from sdl_core.registry import get_model
-    model, vocab, space = get_model("default").builder()
+    from sdl_core.factory import load_model
+    loaded = load_model("default")
+    model, vocab, space = loaded.model, loaded.vocabulary, loaded.word_space
     fast, plain = Tagger(model, vocab, space), Tagger(model, vocab, space, optimize=False)
     assert fast._runner.runtime == "onnxruntime" and count_bn(model) > 0
     photo = make_photo(224, 160, seed=3)

@@ -22,7 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sdl_core import cli
-from sdl_core.checkpoint import import_official, load_checkpoint, save_checkpoint
+from sdl_core.checkpoint import load_checkpoint, save_checkpoint
+from sdl_core.official import import_official
 from sdl_core.errors import CheckpointError, ModelNotFoundError, SDLError, VocabularyError
 from sdl_core.safe_pickle import safe_load_pickle
 from sdl_core.tagger import Tagger

@@ -1,58 +1,42 @@
-"""The about panel (README quality section, escaping) and the model menu / cache."""
+"""The about panel (shipped quality numbers, escaping) and the model menu / cache."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from demo.about import about_markdown, measured_quality, quality_from_readme
+from demo.about import about_markdown, measured_quality
 from demo.models import TaggerCache, folder_choices, model_choices
 from sdl_core import DEFAULT_MODEL, ModelNotFoundError, Tagger
-from sdl_core.registry import resolve_name
+from sdl_core.registry import get_model, resolve_name
 from tests.conftest import make_sdl_model, make_vocab
 
-README = """# Project
-Intro mentions F1 but is not the section.
-
-## The default model
-An architecture paragraph about its last feature map (a map, not a metric).
-
-**How good it is.** On the dev set:
-
-| protocol | mAP | F1@3 |
-|---|---|---|
-| dev set | 41.0 | 38.2 |
-
-Typed tags are its weakest point.
-
-Unrelated prose.
-
-### Details
-- recall@5: 0.40
-
-## Training
-| other | 1 |
-"""
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quality_comes_from_the_default_model_section_only():
-    text = quality_from_readme(README)
-    assert text.startswith("**How good it is.** On the dev set:")
-    assert "| dev set | 41.0 | 38.2 |" in text and "weakest point" in text
-    assert "recall@5: 0.40" in text  # a sub-section belongs to the section
-    assert "feature map" not in text and "Unrelated" not in text
-    assert "| other | 1 |" not in text and "Intro" not in text
-    assert quality_from_readme("# Nothing\n## Default model\nno numbers here\n") is None
-    assert quality_from_readme("") is None
+def readme_default_row() -> list[str]:
+    """The README's quality row of the default model (its 'How good it is' table)."""
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("| default (`"):
+            return [cell.strip() for cell in line.strip("|").split("|")][1:]
+    raise AssertionError("README.md has no quality row for the default model")
 
 
-def test_measured_quality_reads_the_readme_for_the_default_only(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(README)
+def test_quality_ships_with_the_default_entry_and_matches_the_readme():
     default = resolve_name(DEFAULT_MODEL)
-    assert "41.0" in measured_quality(default, readme)
-    assert "See README.md" in measured_quality(default, tmp_path / "missing.md")
-    assert "Not measured" in measured_quality("/some/checkpoint.safetensors", readme)
+    text = measured_quality(default)
+    assert text.startswith("On the 12-photo dev set")
+    quality = get_model(default).quality
+    shipped = list(quality.rows[0][1])
+    assert [float(v) for v in readme_default_row()] == shipped  # one set of numbers, README and app
+    assert f"| this model (`{default}`) | " + " | ".join(f"{v:.3f}" for v in shipped) + " |" in text
+    assert "seeded random scores" in text and "weakest point" in text
+
+
+def test_measured_quality_is_shown_for_registered_models_only():
+    assert "Not measured" in measured_quality("/some/checkpoint.safetensors")
+    assert "Not measured" in measured_quality("no-such-model")
 
 
 def test_about_counts_vocabulary_and_escapes_checkpoint_text():

@@ -7,11 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import torch
 
-import torch  # noqa: E402
-
-from train.fit import FitOptions, fit  # noqa: E402
+from train.fit import FitOptions, fit
 
 
 def main() -> None:

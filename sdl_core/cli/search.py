@@ -1,0 +1,120 @@
+"""``index`` and ``search``: build or update a folder's search index, and query it.
+
+:mod:`sdl_core.search` (torch) is imported by these commands only: other commands and
+the demo's flags (which share :mod:`sdl_core.cli.common`) start without it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..errors import TagInputError
+from ..registry import DEFAULT_MODEL
+from ..tags import parse_tags
+from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, add_model_args, load_tagger, positive
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``index`` and ``search``."""
+    from ..search import DEFAULT_INDEX_NAME, MODES
+    idx = sub.add_parser("index", help="index a folder of photos for tag search",
+                         description="Compute every photo's principal vectors once and store them in an index. "
+                                     "Re-running updates only new or changed photos; removed photos drop out.")
+    idx.add_argument("folder", metavar="FOLDER")
+    add_model_args(idx)
+    idx.set_defaults(model=None)
+    idx.add_argument("--out", help=f"index file (default: FOLDER/{DEFAULT_INDEX_NAME})")
+    idx.add_argument("--batch-size", type=positive, default=16, help="photos per forward pass (default 16)")
+    idx.add_argument("--rebuild", action="store_true",
+                     help="start a fresh index even if one exists (e.g. built with another model)")
+    idx.add_argument("--no-progress", action="store_true", help="no progress bar")
+    idx.set_defaults(func=cmd_index)
+
+    srch = sub.add_parser("search", help="find indexed photos by typed tags",
+                          description="Rank indexed photos by the model's tag score reduce_k <A_k, w_tag>. "
+                                      "--mode any: a photo's score is its best tag (max over tags); "
+                                      "--mode all: its weakest tag (min over tags), so every tag must fit.")
+    srch.add_argument("index", metavar="INDEX", help=f"index file, or a folder holding {DEFAULT_INDEX_NAME}")
+    srch.add_argument("tags", metavar="TAGS", help='comma-separated tags: "dog, beach"')
+    srch.add_argument("--top-n", type=positive, default=20, help="photos to list (default 20)")
+    srch.add_argument("--mode", choices=MODES, default="any", help="combine several tags (default any)")
+    srch.add_argument("--json", action="store_true", help="print one JSON object")
+    srch.add_argument("--model", help="check that the index was built with this model (registered name or "
+                                      "checkpoint path); never loads the image backbone")
+    srch.add_argument("--word-space", help="'wordllama', or the fastText .bin/.vec of the model's word space "
+                                           "(embeds tags outside the model's vocabulary)")
+    srch.set_defaults(func=cmd_search)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from ..search import DEFAULT_INDEX_NAME, SearchIndexError, load_index, update_index
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise SearchIndexError(f"{folder}: no such folder")
+    out = Path(args.out) if args.out else folder / DEFAULT_INDEX_NAME
+    old = None if args.rebuild or not out.exists() else load_index(out)
+    if args.model is None:  # re-running: the model that built the index
+        args.model = (old.identity.source if old is not None and old.identity.source else DEFAULT_MODEL)
+        args.data_dir = args.data_dir or (old.identity.data_dir if old is not None else None)
+    tagger = load_tagger(args)
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir and tagger.source.is_file else None
+    space_source = str(Path(args.word_space).resolve()) if args.word_space and args.word_space != "wordllama" else None
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if args.no_progress:
+            return
+        if bar is None:  # made on the first batch, when the number of photos to encode is known
+            from tqdm import tqdm
+            bar = tqdm(total=total, unit="photo", file=sys.stderr, desc="indexing", dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        index, report = update_index(folder, tagger, old, batch_size=args.batch_size, source=tagger.source.value,
+                                     data_dir=data_dir, word_space_source=space_source, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    index.save(out)
+    for path, message in report.failed:
+        print(f"unreadable: {path}: {message}", file=sys.stderr)
+    print(f"{out}: {len(index)} photos ({len(report.added)} added, {len(report.updated)} updated, "
+          f"{len(report.removed)} removed, {report.unchanged} unchanged, {len(report.failed)} unreadable)")
+    if report.interrupted:
+        print("interrupted: the photos done so far are saved; run the same command again to finish",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..search import load_index, query_space, search, verify_model
+    tags = parse_tags(args.tags)
+    if not tags:
+        raise TagInputError("no tags to search for: type at least one tag, e.g. \"dog, beach\"")
+    index = load_index(args.index)
+    if args.model:
+        verify_model(index, args.model)
+    space = query_space(index, args.word_space)
+    start = time.perf_counter()
+    result = search(index, tags, space, top_n=args.top_n, mode=args.mode)
+    log.info("searched %d photos in %.1f ms", result.searched, 1000 * (time.perf_counter() - start))
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    for hit in result.hits:
+        print(f"{hit.score:9.4f}  {hit.full_path}")
+    if not result.hits:
+        print("no photos in the index", file=sys.stderr)
+    if result.not_in_vocabulary:
+        print(f"not in vocabulary: {', '.join(result.not_in_vocabulary)}")
+    return EXIT_OK

@@ -1,0 +1,276 @@
+"""The search index: which model made it (identity), its entries, its file format.
+
+The index is one ``.safetensors`` file: ``vectors`` (N, K, D) float16 (float32 when a
+model's values do not fit float16), ``sizes``/``mtimes`` (N) int64, ``paths`` (the
+relative paths, UTF-8/filesystem bytes joined by NUL), the model's vocabulary
+(``vocab.vectors``/``vocab.seen``), and a JSON manifest in the metadata: format,
+model identity (name, config, weight fingerprint), word space, folder. Searching
+reads only this file and the word space: the image backbone is never loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import math
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..checkpoint import hash_tensors, read_tagged_safetensors
+from ..config import ModelConfig, WordSpaceInfo
+from ..errors import SDLError
+from ..files import atomic_write
+from ..vocab import Vocabulary
+
+if TYPE_CHECKING:  # the Tagger pulls in timm: only index building needs it
+    from ..tagger import Tagger
+
+INDEX_FORMAT = "sdl-search-index"
+INDEX_VERSION = "1"
+#: The index file ``index FOLDER`` writes (and ``search FOLDER`` reads) when no path is given.
+DEFAULT_INDEX_NAME = "sdl-index.safetensors"
+#: Unreadable files remembered in the manifest (the CLI lists them all when they happen).
+MAX_FAILED_KEPT = 1000
+_F16_MAX = 60_000.0
+
+
+class SearchIndexError(SDLError):
+    """An index file is missing, corrupt, or belongs to another model or folder."""
+
+
+# --- identity of the model that made the vectors ------------------------------------
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What makes two indexes comparable: same config and same weights.
+
+    ``source`` is how the model was named when the index was built (a registered name
+    or a checkpoint path), so re-running ``index`` can reload the same model.
+    """
+
+    name: str
+    config_json: str
+    fingerprint: str
+    source: str | None = None
+    data_dir: str | None = None
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_json(self.config_json)
+
+    @property
+    def word_space(self) -> WordSpaceInfo:
+        return self.config.word_space
+
+    def describe(self) -> str:
+        space = self.word_space
+        return f"model {self.name!r} (K={self.config.k}, word space {space.name}, {space.dim}-d)"
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "config": json.loads(self.config_json), "fingerprint": self.fingerprint,
+                           "source": self.source, "data_dir": self.data_dir}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelIdentity":
+        data = json.loads(text)
+        config = ModelConfig.from_dict(data["config"])  # validates
+        return cls(str(data["name"]), config.to_json(), str(data["fingerprint"]), data.get("source"),
+                   data.get("data_dir"))
+
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def weights_fingerprint(config: ModelConfig, state: dict[str, torch.Tensor]) -> str:
+    """Hash of config + every tensor (name, dtype, shape, bytes): equal iff same vectors come out."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(config.to_json().encode())
+    hash_tensors(digest, state)
+    return digest.hexdigest()
+
+
+def model_identity(tagger: "Tagger", source: str | None = None, data_dir: str | None = None) -> ModelIdentity:
+    """Identity of a loaded tagger's model (the weight hash is cached per model object)."""
+    model = tagger.model
+    fingerprint = _FINGERPRINTS.get(model)
+    if fingerprint is None:
+        fingerprint = weights_fingerprint(tagger.config, model.state_dict())
+        _FINGERPRINTS[model] = fingerprint
+    return ModelIdentity(tagger.name, tagger.config.to_json(), fingerprint, source, data_dir)
+
+
+# --- the index --------------------------------------------------------------------
+
+class FileEntry(NamedTuple):
+    """A photo as seen on disk: path relative to the index root (``/``-separated).
+    A tuple: 100,000 of them are made in milliseconds when an index loads."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class SearchIndex:
+    """Principal vectors of the photos under ``root``; ``vectors[i]`` belongs to ``entries[i]``."""
+
+    root: Path
+    identity: ModelIdentity
+    entries: list[FileEntry]
+    vectors: torch.Tensor  # (N, K, D) float32
+    vocabulary: Vocabulary
+    word_space_source: str | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    _mean: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.identity.config
+        if self.vectors.dim() != 3 or tuple(self.vectors.shape[1:]) != (cfg.k, cfg.d):
+            raise SearchIndexError(f"index vectors have shape {tuple(self.vectors.shape)}, "
+                                   f"expected (N, {cfg.k}, {cfg.d}) for {self.identity.describe()}")
+        if self.vectors.shape[0] != len(self.entries):
+            raise SearchIndexError(f"index has {self.vectors.shape[0]} vector sets for {len(self.entries)} files")
+        if self.vocabulary.dim != cfg.d:
+            raise SearchIndexError(f"index vocabulary is {self.vocabulary.dim}-d, the model's space {cfg.d}-d")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def reduction(self) -> str:
+        return self.identity.config.reduction
+
+    def full_path(self, entry: FileEntry) -> Path:
+        return self.root / Path(*entry.path.split("/"))
+
+    def mean_vectors(self) -> torch.Tensor:
+        """(N, D) mean principal vector: with ``mean`` reduction, <mean_k A_k, w> is the exact score."""
+        if self._mean is None:
+            self._mean = self.vectors.mean(dim=1)
+        return self._mean
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temporary file + rename): a crash never leaves half an index."""
+        path = Path(path)
+        tensors = {
+            "vectors": as_stored(self.vectors),
+            "sizes": torch.tensor([e.size for e in self.entries], dtype=torch.int64),
+            "mtimes": torch.tensor([e.mtime_ns for e in self.entries], dtype=torch.int64),
+            "paths": _pack_paths([e.path for e in self.entries]),
+            "vocab.vectors": torch.from_numpy(self.vocabulary.vectors.copy()),
+            "vocab.seen": torch.from_numpy(self.vocabulary.seen.astype(np.uint8)),
+        }
+        root = self.root.resolve()
+        try:
+            relative = os.path.relpath(root, path.parent.resolve())
+        except ValueError:  # another drive on Windows
+            relative = ""
+        metadata = {
+            "format": INDEX_FORMAT, "format_version": INDEX_VERSION, "model": self.identity.to_json(),
+            "root_relative": relative, "root_absolute": str(root),
+            "word_space_source": self.word_space_source or "",
+            "vocab_tags": json.dumps(self.vocabulary.tags, ensure_ascii=False),
+            "failed": json.dumps(self.failed[:MAX_FAILED_KEPT], ensure_ascii=False),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        return path
+
+
+def as_stored(vectors: torch.Tensor) -> torch.Tensor:
+    """float16 halves the file; values outside its range keep float32."""
+    vectors = vectors.detach().cpu().float().contiguous()
+    if vectors.numel() and float(vectors.abs().max()) > _F16_MAX:
+        return vectors
+    return vectors.half()
+
+
+def _pack_paths(paths: Sequence[str]) -> torch.Tensor:
+    blob = b"\0".join(os.fsencode(p) for p in paths)
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.zeros(0, dtype=torch.uint8)
+
+
+def _unpack_paths(blob: torch.Tensor, n: int) -> list[str]:
+    if n == 0:
+        return []
+    return os.fsdecode(blob.numpy().tobytes()).split("\0")
+
+
+def resolve_index_path(path: str | Path) -> Path:
+    """An index file, or a folder holding :data:`DEFAULT_INDEX_NAME`."""
+    path = Path(path)
+    return path / DEFAULT_INDEX_NAME if path.is_dir() else path
+
+
+def load_index(path: str | Path) -> SearchIndex:
+    """Read an index written by :meth:`SearchIndex.save`; anything else is a clear error."""
+    path = resolve_index_path(path)
+    if not path.is_file():
+        raise SearchIndexError(f"{path}: no such index file (build one with `python -m sdl_core index FOLDER`)")
+    meta, tensors = read_tagged_safetensors(path, INDEX_FORMAT, SearchIndexError, what="a photo search index",
+                                            noun="index", hint=". Delete it and run `index` again.")
+    if meta.get("format_version") != INDEX_VERSION:
+        raise SearchIndexError(f"{path.name}: index format version {meta.get('format_version')!r}; this version "
+                               f"of sdl_core reads {INDEX_VERSION!r}: rebuild it with `index --rebuild`")
+    try:
+        identity = ModelIdentity.from_json(meta["model"])
+        vectors = tensors["vectors"].float()
+        n = int(vectors.shape[0])
+        sizes, mtimes = tensors["sizes"].tolist(), tensors["mtimes"].tolist()
+        paths = _unpack_paths(tensors["paths"], n)
+        if not len(paths) == len(sizes) == len(mtimes) == n:
+            raise ValueError(f"{n} vector sets but {len(paths)} paths, {len(sizes)} sizes, {len(mtimes)} mtimes")
+        vocab = Vocabulary(json.loads(meta["vocab_tags"]), tensors["vocab.vectors"].numpy(),
+                           tensors["vocab.seen"].numpy().astype(bool))
+        failed = [(str(p), str(m)) for p, m in json.loads(meta.get("failed", "[]"))]
+        root = _stored_root(path, meta)
+        with _gc_paused():
+            entries = list(map(FileEntry, paths, sizes, mtimes))
+        index = SearchIndex(root, identity, entries, vectors, vocab, meta.get("word_space_source") or None, failed)
+    except SDLError as exc:
+        raise SearchIndexError(f"{path.name}: {exc}") from None
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeError) as exc:
+        raise SearchIndexError(f"{path.name}: index is incomplete or invalid ({type(exc).__name__}: {exc}). "
+                               "Delete it and run `index` again.") from None
+    if not _all_finite(index.vectors):
+        raise SearchIndexError(f"{path.name}: index holds non-finite vectors (corrupt): rebuild it")
+    return index
+
+
+def _all_finite(vectors: torch.Tensor) -> bool:
+    """No NaN/inf: a float32 sum is one fast pass; only an overflowing sum needs the full check."""
+    return math.isfinite(float(vectors.sum())) or bool(torch.isfinite(vectors).all())
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Making 100,000 small tuples triggers the cyclic GC over and over (6x slower)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _stored_root(path: Path, meta: dict[str, str]) -> Path:
+    """The photo folder: relative to the index file if that still exists (both moved together)."""
+    relative = meta.get("root_relative", "")
+    if relative:
+        candidate = (path.parent / relative).resolve()
+        if candidate.is_dir():
+            return candidate
+    return Path(meta["root_absolute"])
+
+

@@ -1,0 +1,160 @@
+"""Ranking indexed photos by typed tags: embed the tags, score, combine, take the top rows.
+
+A photo's score for a tag is the model's own tag score, ``reduce_k <A_k, w_tag>``
+(``reduce`` = the model's reduction, ``max`` for SDL; :func:`sdl_core.scoring.score_tags`).
+Several tags combine as ``all`` = the *minimum* over tags (a photo ranks high only if
+every tag fits) or ``any`` = the *maximum* (one fitting tag is enough).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ..errors import TagInputError
+from ..scoring import score_tags
+from ..tags import clean_tags
+from ..vocab import Vocabulary
+from ..wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
+from .index import SearchIndex
+
+MODES = ("any", "all")
+#: Photos scored per block: bounds the temporary memory of one query.
+SEARCH_CHUNK = 32_768
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One matching photo: its combined score, the tag that decided it (the best tag for
+    ``any``, the weakest for ``all``) and the principal vector that matched that tag."""
+
+    path: str
+    full_path: Path
+    score: float
+    tag: str
+    principal: int
+    tag_scores: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.full_path), "relative_path": self.path, "score": round(self.score, 6),
+                "tag": self.tag, "principal": self.principal,
+                "tag_scores": {t: round(s, 6) for t, s in self.tag_scores.items()}}
+
+
+@dataclass
+class SearchResult:
+    hits: list[SearchHit]
+    tags: list[str]
+    not_in_vocabulary: list[str]
+    mode: str
+    searched: int
+
+    def to_dict(self) -> dict:
+        return {"tags": self.tags, "mode": self.mode, "not_in_vocabulary": self.not_in_vocabulary,
+                "searched": self.searched, "results": [h.to_dict() for h in self.hits]}
+
+
+def query_space(index: SearchIndex, word_space: str | Path | WordSpace | None = None) -> WordSpace:
+    """The word space typed tags are embedded in: the one given (checked against the
+    index's model), else WordLlama for WordLlama models, else the fastText file the index
+    was built with if it is still there, else the model's vocabulary as a table."""
+    info = index.identity.word_space
+    if word_space is None:
+        if info == WORDLLAMA:
+            return load_word_space("wordllama")
+        if index.word_space_source and Path(index.word_space_source).is_file():
+            word_space = index.word_space_source
+        else:
+            return TableSpace(info, index.vocabulary.tags, index.vocabulary.vectors)
+    space = load_word_space(word_space) if isinstance(word_space, (str, Path)) else word_space
+    from ..tagger import check_word_space  # only when the user brings a space
+    check_word_space(space, info.name, info.dim, index.vocabulary)
+    return space
+
+
+def embed_query(tags: Iterable[str], vocabulary: Vocabulary, space: WordSpace
+                ) -> tuple[list[str], np.ndarray, list[str]]:
+    """Vectors for typed tags, as the tagger gets them: the vocabulary's own vector when the
+    tag is in it, else the word space. Returns (tags found, (T, D) vectors, tags not found)."""
+    tags = clean_tags(tags)
+    if not tags:
+        raise TagInputError("no tags to search for: type at least one tag")
+    vectors, found = space.embed(tags)
+    for i, tag in enumerate(tags):
+        j = vocabulary.index(tag)
+        if j is not None:
+            vectors[i], found[i] = vocabulary.vectors[j], True
+    missing = [t for t, f in zip(tags, found) if not f]
+    if not found.any():
+        raise TagInputError(f"none of the tags has a word vector in the model's word space "
+                            f"({vocabulary.dim}-d): {', '.join(missing[:10])}")
+    return [t for t, f in zip(tags, found) if f], vectors[found], missing
+
+
+def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(N, T) score of every photo for every tag: reduce_k <A_k, w_t>, in blocks."""
+    out = torch.empty(vectors.shape[0], tag_vectors.shape[0])
+    for start in range(0, vectors.shape[0], SEARCH_CHUNK):
+        out[start:start + SEARCH_CHUNK] = score_tags(vectors[start:start + SEARCH_CHUNK], tag_vectors, reduction)[0]
+    return out
+
+
+def combine(scores: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T) per-tag scores -> (N) photo scores and the deciding tag: all = min, any = max."""
+    if scores.shape[1] == 1 and mode in MODES:
+        return scores[:, 0], torch.zeros(scores.shape[0], dtype=torch.long)
+    if mode == "all":
+        return scores.min(dim=1)
+    if mode == "any":
+        return scores.max(dim=1)
+    raise TagInputError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+@torch.inference_mode()
+def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int = 20, mode: str = "any"
+           ) -> SearchResult:
+    """The ``top_n`` photos that best fit ``tags`` (best first; ties by path)."""
+    if mode not in MODES:
+        raise TagInputError(f"mode must be one of {MODES}, got {mode!r}")
+    found, vectors, missing = embed_query(tags, index.vocabulary, space)
+    if len(index) == 0:
+        return SearchResult([], found, missing, mode, 0)
+    w = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    if index.reduction == "mean":  # exact shortcut: the mean over k is linear
+        per_tag = index.mean_vectors() @ w.t()
+    else:
+        per_tag = tag_scores(index.vectors, w, index.reduction)
+    combined, _ = combine(per_tag, mode)
+    hits = _hits(index, top_rows(combined, top_n), w, found, mode)
+    hits.sort(key=lambda h: (-h.score, h.path))
+    return SearchResult(hits, found, missing, mode, len(index))
+
+
+def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows of the n best scores; ties at the cut go to the lower rows (paths are sorted,
+    so the result never depends on topk's tie order)."""
+    n = min(max(1, n), scores.shape[0])
+    values, rows = torch.topk(scores, n)
+    cut = values[-1]
+    if int((scores == cut).sum()) == int((values == cut).sum()):
+        return rows  # no tie straddles the cut (the usual case): topk's rows are the answer
+    above = torch.nonzero(scores > cut).flatten()
+    tied = torch.nonzero(scores == cut).flatten()[: n - above.numel()]
+    return torch.cat([above, tied])
+
+
+def _hits(index: SearchIndex, rows: torch.Tensor, w: torch.Tensor, tags: list[str], mode: str) -> list[SearchHit]:
+    scores, winners = score_tags(index.vectors[rows], w, index.reduction)  # (n, T) each
+    combined, decider = combine(scores, mode)
+    out = []
+    for j, row in enumerate(rows.tolist()):
+        entry = index.entries[row]
+        t = int(decider[j])
+        out.append(SearchHit(entry.path, index.full_path(entry), float(combined[j]), tags[t], int(winners[j, t]),
+                             {tag: float(scores[j, i]) for i, tag in enumerate(tags)}))
+    return out
+
+
