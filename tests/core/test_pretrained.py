@@ -252,14 +252,28 @@ def test_names_aliases_and_menu_lines(tmp_path, monkeypatch):
         pretrained.get_pretrained("nope")
 
 
-def test_a_cached_model_needs_no_network(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDL_TAGGER_CACHE", str(tmp_path))
-    monkeypatch.setenv("SDL_TAGGER_MIRROR", "http://127.0.0.1:9")  # nothing listens there
-    cached = pretrained.cached_path(NAME)
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"stand-in")
+def test_a_cached_model_loads_everywhere_with_no_network(tmp_path, monkeypatch, capsys):
+    """Tagger.from_pretrained, tag, index, search and models find the cached file; nothing listens
+    at the mirror, so any download would fail."""
+    from sdl_core.checkpoint import save_checkpoint
+    from sdl_core.cli import main
+    from sdl_core.tagger import Tagger
+    from tests.conftest import make_sdl_model, make_vocab
+
+    monkeypatch.setenv("SDL_TAGGER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SDL_TAGGER_MIRROR", "http://127.0.0.1:9")
+    monkeypatch.delenv("SDL_TAGGER_OFFLINE", raising=False)
+    cached = save_checkpoint(make_sdl_model(), make_vocab(), pretrained.cached_path(NAME))  # a stand-in
     assert pretrained.ensure_pretrained("sdl_nus_wide") == cached
-    assert pretrained.describe(NAME) == f"{NAME} (cached)"
+    assert Tagger.from_pretrained("sdl_nus_wide").name == "toy_test_resnet_k3"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_photo(seed=1).save(photos / "a.jpg")
+    assert main(["index", str(photos), "--model", "sdl_nus_wide", "--no-progress"]) == 0
+    assert main(["search", str(photos), "cat", "--model", NAME, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert f"{NAME} (cached) (alias sdl_nus_wide)" in capsys.readouterr().out
     cached.unlink()
     monkeypatch.setenv("SDL_TAGGER_OFFLINE", "yes")
     with pytest.raises(OfflineError, match="import-official"):
