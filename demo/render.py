@@ -134,6 +134,7 @@ TABLE_STYLE = """
              font-style: normal; font-weight: 500; }
 .sdl-badge.unseen { background: #ede9fe; color: #5b21b6; }
 .sdl-badge.typed { background: #dcfce7; color: #166534; }
+.sdl-badge.approx { background: #fef3c7; color: #92400e; }
 .sdl-missing { margin-top: 8px; color: #b45309; }
 </style>
 """
@@ -148,6 +149,9 @@ def tags_table_html(result: ImageTags, model_name: str) -> str:
             badges += '<span class="sdl-badge unseen">unseen</span>'
         if t.typed:
             badges += '<span class="sdl-badge typed">typed</span>'
+        if t.approximate:
+            badges += ('<span class="sdl-badge approx" title="vector bridged from WordLlama; the model\'s fastText '
+                       'model gives the exact one">\u2248 approximate</span>')
         rows.append(f'<tr class="{"seen" if t.seen else "unseen"}"><td class="num">{rank}</td>'
                     f'<td class="tag">{html.escape(t.display)}{badges}</td>'
                     f'<td class="num">{t.score:.4f}</td><td class="num">{t.principal}</td></tr>')

@@ -36,7 +36,9 @@ from .files import load_torch_weights
 from .model import Encoded, PrincipalVectorModel
 
 #: Hyper-parameters (stored in ``config.extra`` so a checkpoint records them).
-DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3}
+#: ``max_tag_cosine``: the tagger shows no two tags whose word vectors are closer than
+#: this (see :mod:`sdl_core.diversity`); scores are not changed by it.
+DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3, "max_tag_cosine": 0.65}
 
 
 @dataclass

@@ -79,7 +79,7 @@ def build_default_model() -> ConSEModel:
 
 
 def default_vocabulary(space: WordSpace) -> Vocabulary:
-    """NUS-81 concepts + ImageNet class names + common hypernyms; unseen per ``unseen.txt``."""
+    """Photo tags people use (cleaned NUS-WIDE tag words, tools/default_vocabulary.py); unseen per ``unseen.txt``."""
     return Vocabulary.from_text_file(VOCABULARY, space, unseen_path=UNSEEN)
 
 

@@ -49,8 +49,9 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A built model with what inference needs. ``word_space`` None: the model's
-    vocabulary is its only words (typed tags outside it cannot be embedded)."""
+    """A built model with what inference needs. ``word_space``: where typed tags are
+    embedded (a table model's own table, bridged from WordLlama when it is big enough);
+    None: the model's vocabulary is its only words."""
 
     model: PrincipalVectorModel
     vocabulary: Vocabulary
@@ -165,7 +166,9 @@ def load_model(name_or_path: str | Path | None = None, *, data_dir: str | Path |
     ``word_space``: ``"wordllama"``, a fastText ``.bin``/``.vec`` path, or a
     :class:`WordSpace`; it must be the space the model was trained in (the Tagger checks).
     Without one, a registered model keeps its own, a WordLlama checkpoint gets WordLlama
-    (it ships in its pip wheel, so typed tags work offline), others their vocabulary.
+    (it ships in its pip wheel, so typed tags work offline), others their vocabulary's
+    table bridged from WordLlama (:mod:`sdl_core.bridge`: typed tags get approximate vectors;
+    a table under MIN_BRIDGE_TAGS tags stays the vocabulary alone).
     """
     from .wordvec import WORDLLAMA, load_word_space
     source = resolve(name_or_path)
@@ -174,4 +177,8 @@ def load_model(name_or_path: str | Path | None = None, *, data_dir: str | Path |
     space = space or own_space
     if space is None and model.config.word_space == WORDLLAMA:
         space = load_word_space("wordllama")
+    from .bridge import MIN_BRIDGE_TAGS, bridge_table_space
+    if space is None and len(vocab) >= MIN_BRIDGE_TAGS:  # a fixed table (the authors' fastText vectors)
+        from .wordvec import TableSpace
+        space = bridge_table_space(vocab, TableSpace(model.config.word_space, vocab.tags, vocab.vectors))
     return LoadedModel(model, vocab, space, source, None if data_dir is None else str(data_dir))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .diversity import diverse_top_k
 from .errors import SDLError, TagInputError, WordSpaceError
 from .factory import ModelSource, load_model
 from .images import ImageSource, load_image, to_tensor
@@ -42,6 +43,7 @@ class TagResult:
     seen: bool
     principal: int
     typed: bool = False
+    approximate: bool = False  # its vector is a stand-in (bridged into a table space), not the space's own
 
     @property
     def display(self) -> str:
@@ -50,7 +52,7 @@ class TagResult:
 
     def to_dict(self) -> dict:
         return {"tag": self.tag, "score": round(self.score, 6), "seen": self.seen,
-                "principal": self.principal, "typed": self.typed}
+                "principal": self.principal, "typed": self.typed, "approximate": self.approximate}
 
 
 @dataclass
@@ -101,6 +103,7 @@ class _Request:
     typed: np.ndarray
     not_in_vocabulary: list[str]
     tag_tensor: torch.Tensor
+    approximate: np.ndarray
 
 class Tagger:
     """A loaded principal-vector model with its vocabulary and word space.
@@ -178,9 +181,11 @@ class Tagger:
         seen = np.concatenate([base.seen, np.array([t in self._seen for t in added], dtype=bool)])
         typed_set = set(typed)
         typed_flags = np.array([t in typed_set for t in tags], dtype=bool)
+        base_approx = np.zeros(len(base), bool) if base is self.vocabulary else self.word_space.approximate(base.tags)
+        approximate = np.concatenate([base_approx, self.word_space.approximate(added)])
         base_tensor = self._vocab_tensor if base is self.vocabulary else torch.from_numpy(base.vectors).to(self.device)
         tensor = torch.cat([base_tensor, torch.from_numpy(vectors[found]).to(self.device)]) if added else base_tensor
-        return _Request(tags, seen, typed_flags, missing, tensor)
+        return _Request(tags, seen, typed_flags, missing, tensor, approximate)
 
     # -- inference ------------------------------------------------------------------
     def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:
@@ -194,11 +199,16 @@ class Tagger:
 
     def _rank(self, scores: torch.Tensor, winners: torch.Tensor, req: _Request, top_k: int,
               image: str | None) -> tuple[ImageTags, list[int]]:
-        """The top tags of one image, and their rows in the request (for their maps)."""
-        order = top_k_indices(scores, top_k).tolist()
+        """The top tags of one image, and their rows in the request (for their maps).
+        A model whose config sets ``extra["max_tag_cosine"]`` shows no two near-equal tags."""
+        max_cosine = self.config.extra.get("max_tag_cosine")
+        if max_cosine is None:
+            order = top_k_indices(scores, top_k).tolist()
+        else:
+            order = diverse_top_k(scores, req.tag_tensor, top_k, float(max_cosine), req.typed)
         scores_l, winners_l = scores.tolist(), winners.tolist()
         tags = [TagResult(req.tags[i], float(scores_l[i]), bool(req.seen[i]), int(winners_l[i]),
-                          bool(req.typed[i])) for i in order]
+                          bool(req.typed[i]), bool(req.approximate[i])) for i in order]
         return ImageTags(tags, list(req.not_in_vocabulary), image), order
 
     def tag(self, images: ImageSource | Sequence[ImageSource], extra_tags: Iterable[str] = (), top_k: int = 10,

@@ -80,6 +80,10 @@ class WordSpace(ABC):
                     out[i], found[i] = vec, True
         return out, found
 
+    def approximate(self, tags: Sequence[str]) -> np.ndarray:
+        """Which tags get a stand-in vector, not the space's own (none; see sdl_core.bridge)."""
+        return np.zeros(len(tags), dtype=bool)
+
 
 def _unit_vectors(vectors: list[np.ndarray | None] | np.ndarray, dim: int) -> list[np.ndarray | None]:
     """Unit-length copies, normalised in one pass; None where a vector is missing, zero
@@ -241,6 +245,10 @@ class WordLlamaSpace(WordSpace):
         self._whole = re.compile("|".join([_WORD_MARK, "  ", "^ ", *map(re.escape, specials)]))
         self._word_ids: dict[str, tuple[int, ...]] = {}
 
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of texts as written, case kept, uncached (the bridge reads ``Moose`` too)."""
+        return unit_rows(self._embed_new(list(texts)))
+
     def _embed_new(self, tags: list[str]) -> np.ndarray:
         ids, counts = self._token_ids(tags)
         return token_sums(self._table, ids, counts)
@@ -373,10 +381,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 def load_word_space(spec: str | Path, name: str | None = None) -> WordSpace:
-    """Open a word space: ``"wordllama"``, a fastText ``.bin``, or a ``.vec`` table.
-
-    Spaces are shared per process (one copy of a 1 GB fastText model, one cache).
-    """
+    """Open ``"wordllama"``, a fastText ``.bin`` or a ``.vec`` table; shared per process (one 1 GB copy, one cache)."""
     key = f"{spec}|{name}"
     with _SHARED_LOCK:
         if key in _SHARED:

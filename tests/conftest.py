@@ -4,9 +4,13 @@ Nothing here downloads: models are random, fastText models are trained in the te
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -31,6 +35,19 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(),
                                      reason="../shared/reference/zs_sdl (the authors' data files) is not present")
 needs_eval = pytest.mark.skipif(not EVAL.is_dir(), reason="../shared/eval (the labelled dev photos) is not present")
+
+
+
+@functools.cache
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py``, loaded from its file (tools/ is not a package) under its own name,
+    so a tool that imports another (``import default_vocabulary``) gets the same module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
 
 TOY_SPACE = WordSpaceInfo("toy-space-16", 16)
 TOY_TAGS = ["cat", "dog", "car", "tree", "sky", "water", "boat", "house"]

@@ -9,12 +9,11 @@ Writes into ``--out``:
   1000 x 256, WordLlama space): the unit mean of the class's own name and of one
   vector per WordNet hypernym level (e.g. tabby -> domestic cat -> cat -> feline),
   each level the unit mean of its synsets' names. Metadata: the recipe and names.
-* ``vocabulary.txt`` — the default vocabulary: the 81 NUS-WIDE concepts, the
-  ImageNet class names, and common WordNet hypernyms of the classes.
+* ``vocabulary.txt`` — the default vocabulary: the NUS-WIDE tag words people give photos
+  (``tools/nus_wide_tags.txt``), cleaned as ``tools/default_vocabulary.py`` explains.
 * ``unseen.txt`` — the vocabulary tags the classifier does not cover. A tag is
-  *seen* when it (or its singular, by WordNet's noun rules) is a lemma of an ImageNet
-  class synset or of one of its WordNet hypernyms — a word the classifier's label
-  hierarchy names (tabby, cat, dog, vehicle). Unseen tags (sky, beach, sunset) are
+  *seen* when its first WordNet noun sense (or its singular's) is an ImageNet class or
+  one of their hypernyms (dog, flowers, vehicle). Unseen tags (sky, lake, fog) are
   reached only through the word space.
 
 WordNet (Debian's ``wordnet-base``) is needed only here, never at run time.
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
+import default_vocabulary as dv  # noqa: E402
 from sdl_core.wordvec import WORDLLAMA, WordLlamaSpace, unit_rows  # noqa: E402
 
 NUS81 = ("airport animal beach bear birds boats book bridge buildings cars castle cat cityscape clouds "
@@ -44,27 +44,6 @@ NUS81 = ("airport animal beach bear birds boats book bridge buildings cars castl
 
 #: Hypernym levels that enter a class vector (the class's own name is level 0).
 LEVELS = 3
-#: A hypernym joins the vocabulary when it lies within this many levels above a
-#: class and its name is common (SemCor sense count) or it groups many classes.
-VOCAB_MAX_DEPTH = 3
-VOCAB_MIN_SEMCOR = 3
-VOCAB_MIN_CLASSES = 10
-#: Hypernyms too abstract to read as an image tag, even when common.
-ABSTRACT = {"entity", "physical entity", "abstraction", "object", "whole", "thing", "matter", "unit",
-            "artifact", "instrumentality", "organism", "living thing", "causal agent", "part", "group",
-            "structure", "device", "covering", "commodity", "container", "implement", "system",
-            "equipment", "material", "substance", "solid", "relation", "attribute", "measure",
-            "psychological feature", "event", "act", "state", "location", "region", "geological formation",
-            "formation", "natural object", "creation", "product", "merchandise", "article", "way",
-            "conveyance", "mechanism", "mechanical device", "protective covering", "surface", "line",
-            "point", "body", "being", "person", "individual", "someone", "somebody", "mortal", "soul",
-            # WordNet-internal or ambiguous words that read badly as a photo tag
-            "agent", "associate", "area", "communication", "design", "feed", "medium", "nutriment",
-            "obstruction", "piece", "transducer", "restraint", "reflector", "work", "craft", "produce",
-            "durables", "establishment", "oscine", "passerine", "placental", "saurian", "diapsid",
-            "chordate", "peer", "connection", "concoction", "explorer", "drygoods", "blind", "shade",
-            "spring", "bar", "board", "disk", "case", "stick", "weight", "game", "medicine", "drug",
-            "fluid", "liquid", "shield", "filter", "trap", "pump", "emblem", "plaything", "shelter"}
 
 
 @dataclass
@@ -93,30 +72,6 @@ def read_wordnet_nouns(folder: Path) -> dict[str, Synset]:
                     hypernyms.append(target)
             synsets[offset] = Synset(offset, words, hypernyms)
     return synsets
-
-
-def read_semcor_counts(folder: Path) -> dict[str, int]:
-    """Synset offset -> SemCor count of its first lemma in that sense (0 when untagged)."""
-    senses: dict[str, list[str]] = {}
-    with (folder / "index.noun").open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if line.startswith("  "):
-                continue
-            fields = line.split()
-            n_synsets = int(fields[2])
-            senses[fields[0]] = fields[-n_synsets:]
-    counts: dict[str, int] = defaultdict(int)
-    with (folder / "cntlist.rev").open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            key, sense_number, count = line.split()
-            lemma, rest = key.split("%", 1)
-            if not rest.startswith("1:"):
-                continue  # nouns only
-            offsets = senses.get(lemma, [])
-            n = int(sense_number)
-            if 1 <= n <= len(offsets):
-                counts[(lemma, offsets[n - 1])] += int(count)
-    return {offset: c for (lemma, offset), c in counts.items()}
 
 
 def hypernym_levels(synsets: dict[str, Synset], offset: str, levels: int) -> list[list[str]]:
@@ -167,30 +122,6 @@ def embed_names(space: WordLlamaSpace, names: list[str]) -> np.ndarray:
     return unit_rows(vectors[found].mean(0, keepdims=True))[0]
 
 
-def build_vocabulary(synsets: dict[str, Synset], classes: list[str], semcor: dict[str, int],
-                     exceptions: dict[str, str]) -> tuple[list[str], set[str]]:
-    """(vocabulary tags, seen tags). See the module docstring for the definitions."""
-    class_names = [synsets[c].lemmas[0].lower() for c in classes]
-    covered: dict[str, set[int]] = defaultdict(set)
-    depth: dict[str, int] = {}
-    for i, c in enumerate(classes):
-        for h, d in ancestors(synsets, c).items():
-            covered[h].add(i)
-            depth[h] = min(d, depth.get(h, d))
-    lemmas = {lemma.lower() for c in classes for lemma in synsets[c].lemmas}
-    lemmas |= {lemma.lower() for h in covered for lemma in synsets[h].lemmas}
-    hypernym_tags = []
-    for h, members in covered.items():
-        name = synsets[h].lemmas[0].lower()
-        if name in ABSTRACT or depth[h] > VOCAB_MAX_DEPTH:
-            continue
-        common = semcor.get(h, 0) >= (VOCAB_MIN_SEMCOR if " " not in name else 2 * VOCAB_MIN_SEMCOR)
-        if common or (len(members) >= VOCAB_MIN_CLASSES and " " not in name):
-            hypernym_tags.append(name)
-    tags = list(dict.fromkeys(NUS81 + class_names + sorted(hypernym_tags)))
-    return tags, {t for t in tags if any(form in lemmas for form in noun_forms(t, exceptions))}
-
-
 #: WordNet's detachment rules for nouns (morphy): plural suffix -> singular suffix.
 NOUN_SUFFIXES = (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
                  ("men", "man"), ("ies", "y"))
@@ -216,11 +147,47 @@ def noun_forms(tag: str, exceptions: dict[str, str]) -> list[str]:
     return forms
 
 
+def build_vocabulary(synsets: dict[str, Synset], classes: list[str], first_sense: dict[str, str],
+                     exceptions: dict[str, str], vectors: np.ndarray, words: list[str]
+                     ) -> dv.CleanedVocabulary:
+    """The cleaned vocabulary, its seen tags and what was dropped (see default_vocabulary.py)."""
+    def forms(tag: str) -> list[str]:
+        return noun_forms(tag, exceptions)
+
+    tags, dropped = dv.clean_words(words, NUS81, forms)
+    covered = set(classes) | {h for c in classes for h in ancestors(synsets, c)}
+    names = {lemma.lower() for c in classes for lemma in synsets[c].lemmas[:1]}
+    seen = dv.seen_tags(tags, names, first_sense, covered, forms)
+    tag_vectors, _ = WordLlamaSpace().embed(tags)
+    kept, more = dv.filter_vectors(tags, seen, token_counts(tags), tag_vectors, vectors)
+    return dv.CleanedVocabulary(kept, seen & set(kept), {**dropped, **more})
+
+
+def token_counts(tags: list[str]) -> list[int]:
+    """WordLlama (Llama-2) tokens of each tag."""
+    import wordllama
+    from wordllama import WordLlama
+    model = WordLlama.load(dim=WORDLLAMA.dim, cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+    return [len(model.tokenizer.encode(t, add_special_tokens=False).ids) for t in tags]
+
+
+def write_vocabulary(out: Path, vocab: dv.CleanedVocabulary) -> None:
+    header = ("# The default model's vocabulary: NUS-WIDE tag words people give photos, cleaned by\n"
+              "# tools/default_vocabulary.py. Regenerate with tools/build_class_vectors.py.\n")
+    (out / "vocabulary.txt").write_text(header + "\n".join(vocab.tags) + "\n", encoding="utf-8")
+    unseen = [t for t in vocab.tags if t not in vocab.seen]
+    unseen_header = ("# Vocabulary tags the ImageNet classifier does not cover (no class name, and their first\n"
+                     "# WordNet sense is no class or hypernym): shown as *unseen*.\n"
+                     "# Regenerate with tools/build_class_vectors.py.\n")
+    (out / "unseen.txt").write_text(unseen_header + "\n".join(unseen) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"), help="WordNet 3.0 dict folder")
     parser.add_argument("--out", type=Path, default=ROOT / "sdl_core" / "assets" / "default")
     parser.add_argument("--levels", type=int, default=LEVELS, help="hypernym levels in a class vector")
+    parser.add_argument("--words", type=Path, default=dv.WORDS, help="source tag words, one a line")
     args = parser.parse_args(argv)
     if not (args.wordnet / "data.noun").is_file():
         raise SystemExit(f"{args.wordnet}: no WordNet data.noun (apt-get install wordnet-base)")
@@ -228,26 +195,20 @@ def main(argv: list[str] | None = None) -> int:
 
     synsets = read_wordnet_nouns(args.wordnet)
     classes = imagenet_synsets()
-    space = WordLlamaSpace()
-    vectors = class_vectors(space, synsets, classes, args.levels)
-    tags, seen = build_vocabulary(synsets, classes, read_semcor_counts(args.wordnet),
-                                  read_noun_exceptions(args.wordnet))
+    vectors = class_vectors(WordLlamaSpace(), synsets, classes, args.levels).astype(np.float16)
+    vocab = build_vocabulary(synsets, classes, dv.read_first_senses(args.wordnet),
+                             read_noun_exceptions(args.wordnet), vectors.astype(np.float32), dv.read_words(args.words))
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"word_space": WORDLLAMA.name, "dim": str(WORDLLAMA.dim),
             "recipe": f"unit(mean(name, hypernym levels 1..{args.levels})), WordNet 3.0 first lemmas",
             "synsets": json.dumps(["n" + c for c in classes]),
             "names": json.dumps([synsets[c].lemmas[0] for c in classes])}
-    save_file({"class_vectors": vectors.astype(np.float16)}, str(args.out / "class_vectors.safetensors"),
-              metadata=meta)
-    header = ("# The default model's vocabulary: NUS-81 concepts, ImageNet-1k class names and common\n"
-              "# WordNet hypernyms of them. Regenerate with tools/build_class_vectors.py.\n")
-    (args.out / "vocabulary.txt").write_text(header + "\n".join(tags) + "\n", encoding="utf-8")
-    unseen = [t for t in tags if t not in seen]
-    unseen_header = ("# Vocabulary tags the ImageNet classifier does not cover (not a lemma of its classes or\n"
-                     "# of their WordNet hypernyms): shown as *unseen*. Regenerate with tools/build_class_vectors.py.\n")
-    (args.out / "unseen.txt").write_text(unseen_header + "\n".join(unseen) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}: {len(classes)} class vectors, {len(tags)} vocabulary tags "
-          f"({len(tags) - len(unseen)} seen, {len(unseen)} unseen)")
+    save_file({"class_vectors": vectors}, str(args.out / "class_vectors.safetensors"), metadata=meta)
+    write_vocabulary(args.out, vocab)
+    for reason, dropped in vocab.dropped.items():
+        print(f"dropped ({reason}, {len(dropped)}): {' '.join(dropped)}")
+    print(f"wrote {args.out}: {len(classes)} class vectors, {len(vocab.tags)} vocabulary tags "
+          f"({len(vocab.seen)} seen, {len(vocab.tags) - len(vocab.seen)} unseen)")
     return 0
 
 

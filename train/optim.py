@@ -28,10 +28,19 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def warmup_fraction(total_steps: int) -> float:
+    """10% warm-up, except where it would end exactly at step 0 (10 steps in all): torch's
+    OneCycleLR then divides by zero, so the warm-up is stretched by half a step."""
+    if total_steps * WARMUP_FRACTION == 1:
+        return 1.5 / total_steps
+    return WARMUP_FRACTION
+
+
 def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
     """OneCycle to a peak of ``lr`` over ``total_steps`` (at least one), warming up for the first 10%."""
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, total_steps),
-                                               pct_start=WARMUP_FRACTION)
+    total = max(1, total_steps)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
+                                               pct_start=warmup_fraction(total))
 
 
 def use_amp(spec: str, device: torch.device) -> bool:

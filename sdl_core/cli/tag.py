@@ -64,10 +64,11 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 def _print_csv(results: list[ImageTags], errors: list[dict]) -> None:
     writer = csv.writer(sys.stdout)
-    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed"])
+    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed", "approximate"])
     for r in results:
         for rank, t in enumerate(r.tags, 1):
-            writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed)])
+            writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed),
+                             int(t.approximate)])
     for e in errors:
         print(f"error: {e['image']}: {e['error']}", file=sys.stderr)
 
@@ -79,6 +80,8 @@ def _print_human(result: ImageTags, with_header: bool) -> None:
     width = max((len(t.display) for t in result.tags), default=0)
     for t in result.tags:
         note = "  (typed)" if t.typed else ""
+        if t.approximate:
+            note += "  (approximate vector)"
         print(f"{indent}{t.display:<{width}}  {t.score:8.4f}{note}")
     if result.not_in_vocabulary:
         print(f"{indent}not in vocabulary: {', '.join(result.not_in_vocabulary)}")

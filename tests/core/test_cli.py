@@ -54,7 +54,7 @@ def test_tag_csv(toy_ckpt):
     out = run_cli("tag", toy_ckpt.parent / "img2.jpg", "--model", toy_ckpt, "--top-k", "2", "--csv")
     assert out.returncode == 0
     rows = out.stdout.strip().splitlines()
-    assert rows[0] == "image,rank,tag,score,seen,principal,typed" and len(rows) == 3
+    assert rows[0] == "image,rank,tag,score,seen,principal,typed,approximate" and len(rows) == 3
 
 
 def test_only_tags_and_vocab_file(toy_ckpt, tmp_path):
@@ -94,9 +94,12 @@ def test_import_official_command(tmp_path):
     assert "K=7, D=300, 1006 tags (81 unseen)" in out.stdout
     img = tmp_path / "x.jpg"
     make_photo().save(img)
-    out = run_cli("tag", img, "--model", out_path, "--top-k", "5", "--tags", "dog, qwzx")
+    out = run_cli("tag", img, "--model", out_path, "--top-k", "0", "--tags", "dog, qwzx", "--json")
     assert out.returncode == 0, out.stderr
-    assert "not in vocabulary: qwzx" in out.stdout
+    result = json.loads(out.stdout)["results"][0]
+    typed = {t["tag"]: t for t in result["tags"] if t["typed"]}
+    assert result["not_in_vocabulary"] == [] and set(typed) == {"dog", "qwzx"}  # no fastText: the bridge
+    assert typed["qwzx"]["approximate"] is True and typed["dog"]["approximate"] is False
 
 
 def test_import_official_missing_file_is_exit_2(tmp_path):

@@ -158,5 +158,5 @@ def test_custom_vocabulary(tagger, toy_vocab):
 def test_to_dict_is_json_ready(tagger):
     import json
     d = tagger.tag(make_photo(), top_k=2).to_dict()
-    assert set(d["tags"][0]) == {"tag", "score", "seen", "principal", "typed"}
+    assert set(d["tags"][0]) == {"tag", "score", "seen", "principal", "typed", "approximate"}
     json.dumps(d)

@@ -64,11 +64,20 @@ def test_table_marks_unseen_and_typed_and_escapes_user_text():
     assert "not ranked: &lt;b&gt;zzqx&lt;/b&gt;" in page
 
 
+def test_table_marks_bridged_typed_tags_as_approximate():
+    page = tags_table_html(result(TagResult("dog", 0.9, True, 0, typed=True),
+                                  TagResult("moose", 0.7, False, 1, typed=True, approximate=True)), "sdl")
+    dog_row, moose_row = page.split("<tr class=")[1:3]
+    assert "\u2248 approximate" in moose_row and "sdl-badge approx" in moose_row
+    assert "approx" not in dog_row
+
+
 def test_json_result_names_the_file_not_the_server_path(tmp_path):
     res = result(TagResult("cat", 0.9, True, 1, typed=True))
     data = result_json(res, "toy", "/tmp/gradio/abc/photo.jpg", 5, False)
     assert data["image"] == "photo.jpg" and data["model"] == "toy" and data["top_k"] == 5
-    assert data["tags"][0] == {"tag": "cat", "score": 0.9, "seen": True, "principal": 1, "typed": True}
+    assert data["tags"][0] == {"tag": "cat", "score": 0.9, "seen": True, "principal": 1, "typed": True,
+                            "approximate": False}
     path = write_json(data, tmp_path, "tags-photo.json")
     assert path.name == "tags-photo.json" and json.loads(path.read_text()) == data
 

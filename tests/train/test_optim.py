@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import copy
+import math
 
+import pytest
 import torch
 from torch import nn
 
-from train.optim import EMA, Stepper, ema_weights, param_groups, use_amp
+from train.optim import EMA, Stepper, ema_weights, one_cycle, param_groups, use_amp
 
 
 def _net() -> nn.Module:
@@ -74,3 +76,18 @@ def test_stepper_resumes_where_it_left_off():
     second.step(x, y)
     assert torch.allclose(net.weight, twin.weight) and torch.allclose(first.eval_module.weight,
                                                                       second.eval_module.weight)
+
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 9, 10, 11, 20, 100])
+def test_one_cycle_steps_through_any_run_length(total):
+    """OneCycle must step through any run length (exactly 10 steps once divided by zero in torch)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1e-3)
+    schedule = one_cycle(optimizer, 1e-3, total)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(total - 1):
+        optimizer.step()
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert all(math.isfinite(rate) and 0 < rate <= 1e-3 + 1e-12 for rate in rates)
