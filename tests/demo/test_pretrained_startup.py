@@ -4,6 +4,7 @@ the offline default, and says why (checked in a real browser where Chromium is i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -54,10 +55,9 @@ def start_demo(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
 
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    proc.kill()  # does nothing once it has exited
 
 
 def startup(client: Client) -> tuple[str, str]:
