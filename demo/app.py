@@ -28,15 +28,17 @@ from typing import Any, Sequence  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
+from sdl_core.errors import SDLError, StorageError  # noqa: E402
 from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
 from sdl_core.registry import DEFAULT_MODEL  # noqa: E402
 from sdl_core.tags import MAX_TAGS, parse_tags  # noqa: E402
 
 from .about import about_markdown, md_escape, measured_quality  # noqa: E402
+from .cache import CACHE_MAX_AGE_S, start_sweeper, sweep_every  # noqa: E402
 from .errors import user_errors  # noqa: E402
 from .models import TaggerCache, model_choices  # noqa: E402
 from .render import (Shown, model_view, overlays_each, principal_captions, result_json, safe_stem,  # noqa: E402
-                     tags_table_html, write_json)
+                     tags_table_html, write_json, write_xmp_sidecar)
 from .search_tab import build_search_tab  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -59,14 +61,19 @@ MAX_TOP_K = 50
 MAX_MAP_COLUMNS = 4
 #: The about panel until the startup model has loaded.
 ABOUT_LOADING = "*Loading the model…*"
-#: Requests waiting beyond this are refused ("queue full") instead of piling up.
-QUEUE_SIZE = 32
+#: Requests waiting beyond this are refused at once ("queue full") instead of piling up. It must
+#: hold one request of each of 50+ concurrent visitors plus requests whose visitors hung up
+#: (benchmarks/soak.py: 32 refused a third of 50 visitors' requests); full, it is ~40 s of work.
+QUEUE_SIZE = 128
 #: Model forward passes run one at a time: torch already uses every core for one.
 MODEL_CONCURRENCY = 1
 #: Re-rendering a tag's maps needs no model; a few can run side by side.
 RENDER_CONCURRENCY = 4
-#: A session's kept result (photo + maps) is dropped after this many seconds.
-STATE_TTL_S = 3600
+#: Sessions whose state the server keeps; the oldest is dropped beyond this. Gradio keeps a copy
+#: of the page's config per session (~80 KB) plus our kept result (~250 KB), for 10,000 sessions
+#: by default: a client inventing session ids could make that ~3 GB. (A session's kept result
+#: is also dropped once the cache age has passed: its files are gone by then too.)
+SESSIONS_KEPT = 500
 
 CSS = """
 #sdl-title h1 { margin-bottom: 0; }
@@ -110,9 +117,10 @@ def check_top_k(value: Any) -> int:
 class Handlers:
     """The event functions; state lives in the TaggerCache (models) and gr.State (results)."""
 
-    def __init__(self, cache: TaggerCache, json_root: Path) -> None:
+    def __init__(self, cache: TaggerCache, json_root: Path, json_max_age_s: float | None = None) -> None:
         self.cache = cache
         self.json_root = json_root
+        self.json_max_age_s = json_max_age_s
 
     def tag(self, image: dict | str | None, tags_text: str | None, only_typed: bool, top_k: Any, model: str | None
             ) -> tuple:
@@ -129,12 +137,38 @@ class Handlers:
                              principal_captions(analysis.principal_tags)))
         shown = Shown(photo, tuple(analysis.tags.tags), analysis.tag_maps)
         data = result_json(analysis.tags, tagger.name, name, top_k, bool(only_typed))
-        json_path = write_json(data, self.json_root, f"tags-{safe_stem(name)}.json")
+        json_path = self.json_download(data, name)
         choices = [t.display for t in shown.tags]
         first = choices[0] if choices else None
-        return (tags_table_html(analysis.tags, tagger.name), str(json_path), principal,
+        return (tags_table_html(analysis.tags, tagger.name), json_path, principal,
                 gr.Dropdown(choices=choices, value=first, interactive=True),
-                shown.tag_gallery(first) if first else [], shown)
+                shown.tag_gallery(first) if first else [], shown, self.sidecar(path, name, shown, json_path))
+
+    def sidecar(self, path: str, name: str, shown: Shown, json_path: str | None) -> str | None:
+        """The XMP sidecar download, beside the JSON one (none where that could not be saved); a photo
+        whose keywords cannot be read is a warning, not a failed request."""
+        if json_path is None:
+            return None
+        try:
+            sidecar, notes = write_xmp_sidecar(path, name, shown.tags, Path(json_path).parent)
+        except SDLError as exc:
+            gr.Warning(f"No XMP sidecar: {exc}")
+            return None
+        for note in notes:
+            gr.Warning(note)
+        return str(sidecar)
+
+    def json_download(self, data: dict, name: str) -> str | None:
+        """The JSON file to offer; when it cannot be written (full or read-only disk) the tags
+        are still shown, without a download, and the page says why."""
+        try:
+            return str(write_json(data, self.json_root, f"tags-{safe_stem(name)}.json",
+                                  max_age_s=self.json_max_age_s))
+        except StorageError as exc:
+            log.warning("%s", exc)
+            gr.Warning("The tags are shown, but the JSON download could not be saved on the server "
+                       "(its disk is full or read-only).")
+            return None
 
     def show_tag(self, choice: str | None, shown: Shown | None) -> list:
         """The K maps of the chosen tag, from the kept result (no model run)."""
@@ -169,21 +203,22 @@ def example_rows(folder: Path) -> list[list[str]]:
 def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "models",
               search_dirs: Sequence[str | Path] = (), *, device: str = "cpu", word_space: str | None = None,
               examples_dir: Path = EXAMPLES_DIR,
-              json_root: Path | None = None) -> gr.Blocks:
+              json_root: Path | None = None, cache_max_age_s: int = CACHE_MAX_AGE_S) -> gr.Blocks:
     """Build the app without loading a model (``launch`` starts that in the background).
 
     A ``model`` that is neither registered nor an existing file, or a checkpoint whose
     header cannot be read, fails now (an SDLError with a readable message); any other
-    load error reaches the page as that model's message."""
+    load error reaches the page as that model's message. Uploads and results in Gradio's
+    cache are deleted once ``cache_max_age_s`` old (demo/cache.py)."""
     cache = TaggerCache(model_choices(model, models_dir), device=device, word_space=word_space)
     if json_root is None:
         json_root = Path(tempfile.mkdtemp(prefix="sdl-demo-json-"))
         atexit.register(shutil.rmtree, json_root, ignore_errors=True)
-    handlers = Handlers(cache, json_root)
+    handlers = Handlers(cache, json_root, json_max_age_s=cache_max_age_s)
     examples = example_rows(examples_dir)
 
     with gr.Blocks(title="SDL zero-shot image tagger", analytics_enabled=False,
-                   delete_cache=(3600, 3600)) as app:
+                   delete_cache=(sweep_every(cache_max_age_s), cache_max_age_s)) as app:
         gr.Markdown("# Zero-shot image tagger\nUpload a photo and type any tags: the model ranks its own "
                     "vocabulary and your words together. *Starred* tags were never seen in training.",
                     elem_id="sdl-title")
@@ -211,6 +246,8 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
                 with gr.Column(scale=1):
                     table = gr.HTML(value="<p>Tags appear here.</p>", label="Ranked tags", elem_id="sdl-table")
                     download = gr.File(label="Result as JSON", interactive=False, elem_id="sdl-json")
+                    sidecar = gr.File(label="Tags as an XMP sidecar (put it beside the photo: digiKam, darktable)",
+                                      interactive=False, elem_id="sdl-xmp")
                     with gr.Accordion("About this model", open=False):
                         about = gr.Markdown(ABOUT_LOADING, label="About this model", elem_id="sdl-about")
             maps = gr.Gallery(label="Where each principal vector looks (caption: the tags it wins)",
@@ -221,10 +258,10 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
             tag_maps = gr.Gallery(label="Maps of the chosen tag (one scale for all K)",
                                   columns=MAX_MAP_COLUMNS, height="auto", format="jpeg",
                                   object_fit="contain", elem_id="sdl-tag-maps")
-            shown = gr.State(None, time_to_live=STATE_TTL_S)
+            shown = gr.State(None, time_to_live=cache_max_age_s)
 
             inputs = [image, tags, only_typed, top_k, model_box]
-            outputs = [table, download, maps, tag_choice, tag_maps, shown]
+            outputs = [table, download, maps, tag_choice, tag_maps, shown, sidecar]
             # preprocess=False: uploads are opened by sdl_core (its limits, its messages); every
             # input is checked in Handlers.tag (top-k range, model offered, tag limits).
             tag_event = dict(fn=user_errors(handlers.tag), inputs=inputs, outputs=outputs, preprocess=False,
@@ -247,6 +284,7 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
             build_search_tab(cache.get, [Path(d) for d in search_dirs])
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     app.tagger_cache = cache  # in-process users (tests, benchmarks) reach the loaded models here
+    app.cache_max_age_s = cache_max_age_s
     return app
 
 
@@ -256,10 +294,14 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **k
 
     Blocks like ``Blocks.launch`` unless ``prevent_thread_lock=True``."""
     options = dict(server_name=host, server_port=port, theme=offline_theme(), css=CSS,
-                   max_file_size=MAX_IMAGE_BYTES, footer_links=["api"], show_error=False)
+                   max_file_size=MAX_IMAGE_BYTES, footer_links=["api"], show_error=False,
+                   state_session_capacity=SESSIONS_KEPT)
     options.update(kwargs)
     block = not options.pop("prevent_thread_lock", False)
     served = app.launch(prevent_thread_lock=True, **options)
+    upload_dir = getattr(getattr(app, "server_app", None), "uploaded_file_dir", None)
+    if upload_dir:  # uploads abandoned half-way are not Gradio's to delete
+        start_sweeper(Path(upload_dir), getattr(app, "cache_max_age_s", CACHE_MAX_AGE_S))
     cache = getattr(app, "tagger_cache", None)
     if cache is not None:
         cache.preload()

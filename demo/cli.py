@@ -24,11 +24,12 @@ from typing import Callable, Mapping, Sequence
 from sdl_core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, add_model_args
 from sdl_core.registry import DEFAULT_MODEL
 
+from .cache import CACHE_MAX_AGE_S
+
 log = logging.getLogger(__name__)
 
 #: The startup model of a deployment, when ``--model`` is not given.
 ENV_MODEL = "SDL_TAGGER_MODEL"
-
 
 def _port(text: str) -> int:
     try:
@@ -38,6 +39,16 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
     return port
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value < 10:
+        raise argparse.ArgumentTypeError(f"--cache-max-age must be at least 10 seconds, got {value}")
+    return value
 
 
 def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
@@ -58,6 +69,9 @@ def build_parser(env: Mapping[str, str] = os.environ) -> argparse.ArgumentParser
                         help="folder whose .safetensors checkpoints the model menu also offers (default: models)")
     parser.add_argument("--search-dir", action="extend", nargs="+", default=[], metavar="DIR",
                         help="photo folder(s) for the Search tab")
+    parser.add_argument("--cache-max-age", type=_seconds, default=CACHE_MAX_AGE_S, metavar="SECONDS",
+                        help="delete uploads and results from the server's temporary folder once this old "
+                             f"(default: {CACHE_MAX_AGE_S})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -69,7 +83,7 @@ def _build(build_app: Callable, args: argparse.Namespace, env: Mapping[str, str]
     from sdl_core.errors import SDLError
     model, from_env = args.model, bool(env.get(ENV_MODEL)) and args.model == env.get(ENV_MODEL)
     options = dict(models_dir=args.models_dir, search_dirs=args.search_dir, device=args.device,
-                   word_space=args.word_space)
+                   word_space=args.word_space, cache_max_age_s=args.cache_max_age)
     try:
         return build_app(model, **options)
     except SDLError as exc:

@@ -1,5 +1,5 @@
 """Turning sdl_core results into what the page shows: heat-map overlays, the tag
-table (HTML built with ``html.escape`` only) and the JSON download.
+table (HTML built with ``html.escape`` only), the JSON download and the XMP sidecar.
 
 Pure functions over PIL images, numpy arrays and sdl_core dataclasses: no model
 math, no Gradio. Overlays use a colormap lookup table from matplotlib and a PIL
@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 
 from sdl_core.config import PreprocessConfig
+from sdl_core.errors import StorageError
+from sdl_core.files import os_error_reason, write_bytes
 from sdl_core.images import centre_square
 
 if TYPE_CHECKING:  # the tagger's module imports torch and timm: the page is served before they load
@@ -179,15 +181,51 @@ def safe_stem(name: str | None, fallback: str = "photo") -> str:
     return stem or fallback
 
 
-def write_json(data: dict, root: Path, name: str, keep: int = 200) -> Path:
+def safe_file_name(name: str | None, fallback: str = "photo") -> str:
+    """A file-name-safe name that keeps the uploaded file's extension: ``Mon été.JPG`` -> ``Mon_t.JPG``."""
+    suffix = re.sub(r"[^A-Za-z0-9]+", "", Path(name).suffix if name else "")[:10]
+    return safe_stem(name, fallback) + (f".{suffix}" if suffix else "")
+
+
+def write_xmp_sidecar(photo: str | Path, name: str | None, tags: Sequence[TagResult], folder: Path
+                      ) -> tuple[Path, tuple[str, ...]]:
+    """The tags as an XMP sidecar for the uploaded photo (``photo.jpg.xmp``, the name digiKam and
+    darktable look for beside ``photo.jpg``), merged with the photo's own keywords; and its notes."""
+    from sdl_core.xmp import write_xmp  # exiv2 loads with the first download, not with the page
+    written = write_xmp(photo, tags, target=folder / f"{safe_file_name(name)}.xmp")
+    return written.target, written.notes
+
+
+def _made_ns(folder: Path) -> int:
+    """When a download folder was made (its name starts with the time in ns; 0 if not ours)."""
+    stamp = folder.name.split("-", 1)[0]
+    return int(stamp) if stamp.isdigit() else 0
+
+
+#: JSON downloads kept on the server (the newest; each is a few KB).
+KEEP_JSON = 200
+
+
+def write_json(data: dict, root: Path, name: str, keep: int = KEEP_JSON, max_age_s: float | None = None) -> Path:
     """Write ``data`` as ``root/<unique>/name`` (so downloads keep a readable name and
-    requests never overwrite each other), keeping only the newest ``keep`` folders."""
-    root.mkdir(parents=True, exist_ok=True)
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
-    for stale in folders[: max(0, len(folders) - keep + 1)]:
-        shutil.rmtree(stale, ignore_errors=True)
+    requests never overwrite each other), keeping only the newest ``keep`` folders, and
+    none older than ``max_age_s``.
+
+    Whole or not at all: a full or read-only disk raises ``StorageError`` and leaves no
+    empty folder or partial file."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    except OSError as exc:
+        raise StorageError(f"cannot write the JSON download: {os_error_reason(exc)}") from None
+    now_ns = time.time_ns()
+    for i, old in enumerate(folders):
+        if i < len(folders) - keep + 1 or (max_age_s is not None and now_ns - _made_ns(old) > max_age_s * 1e9):
+            shutil.rmtree(old, ignore_errors=True)
     folder = root / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # names sort by age
-    folder.mkdir()
-    path = folder / name
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    return path
+    try:
+        return write_bytes(folder / name, json.dumps(data, ensure_ascii=False, indent=2).encode(),
+                                      "JSON download")
+    except StorageError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

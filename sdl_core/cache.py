@@ -8,7 +8,6 @@ Windows). Each kind of file has its own sub-folder (:data:`PRETRAINED`, :data:`O
 """
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
@@ -39,11 +38,6 @@ def cache_dir(kind: str) -> Path:
 
 def cache_os_error(exc: OSError, folder: Path) -> CacheError:
     """A user-facing error for a cache folder that cannot be written (read-only, full, ...)."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        why = "the disk is full"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "it is not writable"
-    else:
-        why = exc.strerror or str(exc)
-    return CacheError(f"cannot write to the cache folder {folder} ({why}); free some space or set "
-                      f"{ENV_CACHE} to a writable folder. Nothing half-written was kept")
+    from .files import os_error_reason
+    return CacheError(f"cannot write to the cache folder {folder} ({os_error_reason(exc)}); set {ENV_CACHE} "
+                      "to a writable folder with space. Nothing half-written was kept")

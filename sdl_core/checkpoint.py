@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 
 from .config import ModelConfig
 from .errors import CheckpointError, SDLError, VocabularyError
-from .files import atomic_write
+from .files import write_bytes
 from .vocab import Vocabulary
 
 if TYPE_CHECKING:  # timm loads when a model is built: reading a checkpoint's or an index's file needs no timm
@@ -42,9 +42,8 @@ def save_checkpoint(model: PrincipalVectorModel, vocab: Vocabulary, path: str | 
     tensors["vocab.seen"] = torch.from_numpy(vocab.seen.astype(np.uint8))
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "config": model.config.to_json(), "vocab_tags": json.dumps(vocab.tags, ensure_ascii=False)}
-    with atomic_write(path) as tmp:  # never a half-written checkpoint under the real name
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
+    # all or nothing: a full or read-only disk gives a StorageError and never half a checkpoint
+    return write_bytes(path, serialize(tensors, metadata=metadata), "checkpoint")
 
 
 def read_tagged_safetensors(path: Path, fmt: str, error: type[SDLError], what: str, noun: str,
@@ -92,8 +91,9 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         config = ModelConfig.from_json(meta["config"])
         tags = json.loads(meta["vocab_tags"])
         vocab = Vocabulary(tags, tensors.pop("vocab.vectors").numpy(), tensors.pop("vocab.seen").numpy().astype(bool))
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path.name}: checkpoint metadata is incomplete or invalid ({exc})") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:  # RecursionError: deeply nested JSON
+        raise CheckpointError(f"{path.name}: checkpoint metadata is incomplete or invalid "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
     except VocabularyError as exc:
         raise CheckpointError(f"{path.name}: its vocabulary is invalid: {exc}") from None
     if vocab.dim != config.d:
@@ -102,23 +102,44 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     return config, state, vocab
 
 
+def _instantiate(config: ModelConfig) -> PrincipalVectorModel:
+    """The (randomly initialised) model a config describes; a config it cannot build is a CheckpointError."""
+    try:
+        if config.kind == "sdl":
+            from .model import SDLModel
+            return SDLModel(config)
+        if config.kind == "conse":
+            from .conse import ConSEModel  # the offline default's family
+            return ConSEModel(config)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise CheckpointError(f"cannot build the {config.kind} model its config describes ({exc})") from None
+    raise CheckpointError(f"unknown model kind {config.kind!r}")
+
+
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor] | None = None) -> PrincipalVectorModel:
-    """Instantiate the model a config describes and load ``state`` strictly."""
-    if config.kind == "sdl":
-        from .model import SDLModel
-        model: PrincipalVectorModel = SDLModel(config)
-    elif config.kind == "conse":
-        from .conse import ConSEModel  # the offline default's family
-        model = ConSEModel(config)
-    else:
-        raise CheckpointError(f"unknown model kind {config.kind!r}")
+    """Instantiate the model a config describes and load ``state`` strictly.
+
+    With a ``state``, the model is first built on the meta device (shapes, no memory) and
+    the state checked against it: a file whose config declares a huge K, D or class count
+    is refused before anything is allocated."""
+    what = f"{config.kind} model '{config.backbone}' (K={config.k}, D={config.d})"
     if state is not None:
-        load_state_strict(model, state, what=f"{config.kind} model '{config.backbone}' (K={config.k}, D={config.d})")
+        with torch.device("meta"):
+            check_state_fits(_instantiate(config), state, what)
+    model = _instantiate(config)
+    if state is not None:
+        load_state_strict(model, state, what=what)
     return model.eval()
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """``load_state_dict(strict=True)`` with a message that names what went wrong."""
+    check_state_fits(model, state, what)
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Every key of ``model`` in ``state`` with the same shape, and nothing else."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -133,7 +154,6 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], wh
         if wrong:
             parts.append(f"{len(wrong)} with another shape (e.g. {wrong[:2]})")
         raise CheckpointError(f"weights do not fit the {what}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
 
 
 def load_checkpoint(path: str | Path) -> tuple[PrincipalVectorModel, Vocabulary]:

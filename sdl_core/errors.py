@@ -33,6 +33,15 @@ class ModelNotFoundError(SDLError):
     """A model name is neither registered nor a readable checkpoint path."""
 
 
+class XmpError(SDLError):
+    """XMP keywords could not be written: a read-only folder, malformed existing XMP, ..."""
+
+
+class StorageError(SDLError):
+    """A file could not be written (disk full, read-only, no permission, or another
+    process is writing it); nothing half-written is left behind."""
+
+
 class DownloadError(SDLError):
     """A download failed, timed out, or did not deliver the expected file."""
 
@@ -41,5 +50,5 @@ class OfflineError(DownloadError):
     """A file is needed from the network, but downloads are switched off."""
 
 
-class CacheError(SDLError):
-    """The cache folder cannot be written (read-only, full disk)."""
+class CacheError(StorageError):
+    """The cache folder cannot be written (read-only, full disk): a download is not kept."""

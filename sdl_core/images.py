@@ -8,6 +8,7 @@ to 8-bit RGB.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -39,6 +40,11 @@ _KNOWN_UNSUPPORTED = ((b"ftypheic", "HEIC"), (b"ftypheix", "HEIC"), (b"ftyphevc"
                       (b"<svg", "SVG"), (b"<?xml", "SVG/XML"), (b"8BPS", "Photoshop PSD"))
 
 _ORIENTATION = 0x0112  # the EXIF tag
+#: What Pillow's decoders raise on malformed data. Besides OSError/ValueError, its
+#: pure-Python plugins (GIF, QOI, TGA, TIFF tags...) fail with IndexError, struct.error
+#: and the like on truncated or mutated files (found by tests/core/test_fuzz_images.py).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ArithmeticError,
+                  struct.error, Image.DecompressionBombError)
 
 ImageSource = Union[str, Path, bytes, Image.Image]
 
@@ -140,8 +146,8 @@ def load_image(source: ImageSource, max_side: int = MAX_WORKING_SIDE) -> Image.I
         img = _to_rgb(img)
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{name}: image data is corrupt or truncated ({exc})") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: image data is corrupt or truncated ({exc or type(exc).__name__})") from None
     if max(img.size) > max_side:  # resize returns a new image: no full-size copy
         scale = max_side / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))

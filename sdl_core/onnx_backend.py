@@ -28,7 +28,8 @@ from torch import nn
 
 from . import cache
 from .checkpoint import hash_tensors
-from .files import atomic_write
+from .errors import StorageError
+from .files import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +166,11 @@ def onnx_features(trunk: nn.Module, input_size: int, threads: int | None = None)
         log.warning("%s gives other features in ONNX Runtime than in torch: it runs on torch",
                     type(trunk).__name__)
         return None
-    try:
-        with atomic_write(path) as tmp:
-            tmp.write_bytes(graph)
+    try:  # all or nothing: two processes exporting at once each rename a whole graph into place
+        write_bytes(path, graph, "ONNX graph cache file")
         _prune(path.parent, MAX_CACHED_GRAPHS)
-    except OSError as exc:
-        log.info("cannot cache the ONNX graph in %s (%s); it will be exported again next time", path.parent, exc)
+    except (StorageError, OSError) as exc:
+        log.info("cannot cache the ONNX graph (%s); it will be exported again next time", exc)
     return OnnxFeatures(session, trunk, input_size)
 
 

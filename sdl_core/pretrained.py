@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import PRETRAINED, cache_dir, cache_os_error
-from .errors import CacheError, DownloadError, ModelNotFoundError, OfflineError, SDLError
+from .errors import DownloadError, ModelNotFoundError, OfflineError, SDLError, StorageError
 from .download import ENV_MIRROR, ENV_OFFLINE, RemoteFile, fetch_file, offline
 from .official import OFFICIAL_DATA, OFFICIAL_MODEL
 
@@ -159,7 +159,7 @@ def _download_and_convert(entry: PretrainedModel, final: Path, progress: bool) -
         converted = staging / f"{entry.name}{SUFFIX}"
         try:
             entry.convert(staging, converted)
-        except (DownloadError, CacheError):
+        except (DownloadError, StorageError):  # the network's or the disk's fault, not the files'
             raise
         except SDLError as exc:
             raise DownloadError(f"{entry.name}: the downloaded files are not the published model ({exc}); "

@@ -7,8 +7,10 @@ here is a no-op, so the training loop reads the same either way.
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import distributed as dist
 from torch import nn
@@ -98,12 +100,25 @@ def train_sampler(dataset: torch.utils.data.Dataset, ctx: Dist, seed: int) -> to
     return torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
 
 
-def start_epoch(sampler: torch.utils.data.Sampler, seed: int, epoch: int) -> None:
-    """Reshuffle for ``epoch``, an order fixed by seed and epoch, so a resumed run sees the same."""
+def start_epoch(sampler: torch.utils.data.Sampler, seed: int, epoch: int,
+                loader_seeds: torch.Generator | None = None, rank: int = 0) -> None:
+    """Reshuffle for ``epoch`` and seed its augmentation, both fixed by seed, epoch and rank, so a
+    run repeats under ``--seed`` and a resumed run replays the same epochs.
+
+    Augmentation draws from Python's ``random`` and numpy (timm's RandAugment) and torch: all three
+    are seeded here for loading in this process, and ``loader_seeds`` (the DataLoader's generator)
+    gives its worker processes their seeds.
+    """
     if isinstance(sampler, torch.utils.data.DistributedSampler):
         sampler.set_epoch(epoch)
     elif isinstance(sampler, torch.utils.data.RandomSampler) and sampler.generator is not None:
         sampler.generator.manual_seed(seed + epoch)
+    value = (seed * 1_000_003 + epoch) * 1_009 + rank
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+    if loader_seeds is not None:
+        loader_seeds.manual_seed(value)
 
 
 def wrap_ddp(model: nn.Module, ctx: Dist) -> nn.Module:

@@ -15,13 +15,13 @@ from typing import Callable, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 from tqdm import tqdm
 
 from sdl_core import cache
-from sdl_core.errors import ImageError
-from sdl_core.files import atomic_write
 from sdl_core.config import PreprocessConfig
+from sdl_core.errors import ImageError, StorageError
+from sdl_core.files import write_bytes
 from sdl_core.images import load_image, to_tensor
 from sdl_core.model import SDLModel
 
@@ -69,10 +69,14 @@ def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], set[str]]:
 
 
 def _write_cache(path: Path, cached: dict[str, torch.Tensor], unreadable: set[str], dim: int) -> None:
+    """Whole or not at all; a cache that cannot be written (full or read-only disk) is only a warning."""
     features = torch.stack(list(cached.values())) if cached else torch.zeros(0, dim)
-    with atomic_write(path) as tmp:
-        save_file({"features": features.contiguous()}, str(tmp),
-                  metadata={"keys": json.dumps(list(cached)), "unreadable": json.dumps(sorted(unreadable))})
+    data = serialize({"features": features.contiguous()},
+                     metadata={"keys": json.dumps(list(cached)), "unreadable": json.dumps(sorted(unreadable))})
+    try:
+        write_bytes(path, data, "feature cache")
+    except StorageError as exc:
+        log.warning("features not cached: %s", exc)
 
 
 class _Pixels(torch.utils.data.Dataset):

@@ -323,7 +323,7 @@ class _FullRun(_Run):
         self.sampler = train_sampler(self.train_set, ctx, opts.seed)
         self.loader = torch.utils.data.DataLoader(self.train_set, batch_size=opts.batch_size, sampler=self.sampler,
                                                   num_workers=opts.workers, pin_memory=ctx.device.type == "cuda",
-                                                  drop_last=False, persistent_workers=False)
+                                                  persistent_workers=False, generator=torch.Generator())
         self.wrapped = wrap_ddp(model, ctx)
         self.stepper = self.make_stepper(model, amp)
 
@@ -335,7 +335,7 @@ class _FullRun(_Run):
         return len(self.loader)
 
     def epoch_batches(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        start_epoch(self.sampler, self.opts.seed, epoch)
+        start_epoch(self.sampler, self.opts.seed, epoch, self.loader.generator, self.ctx.rank)
         return self.loader
 
     def validation_scores(self, model: SDLModel) -> tuple[torch.Tensor, torch.Tensor]:

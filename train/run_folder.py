@@ -3,17 +3,21 @@
 ``config.json`` (the resolved options, model config and data summary), ``log.csv`` and
 ``log.jsonl`` (one row per epoch), ``best.safetensors`` / ``last.safetensors`` (our
 checkpoint format, loadable by ``sdl_core``) and ``state.pt`` (everything to resume).
+Every file is written whole or not at all (``sdl_core.files``): a full or read-only disk
+stops the run with one ``StorageError`` line and leaves the files already written intact.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import torch
 
 from sdl_core.checkpoint import save_checkpoint
-from sdl_core.files import atomic_write, load_torch_weights
+from sdl_core.errors import StorageError
+from sdl_core.files import atomic_write, load_torch_weights, os_error_reason, write_bytes
 from sdl_core.model import SDLModel
 from sdl_core.vocab import Vocabulary
 
@@ -47,12 +51,15 @@ class RunFolder:
         if not resume and (has_state or self.path(LAST_FILE).exists()):
             raise RunError(f"{self.out} already holds a run: add --resume to continue it, or pick another --out")
         if self.ctx.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the run folder {self.out}: {os_error_reason(exc)}") from None
 
     def write_json(self, name: str, data: dict) -> None:
         """``data`` as indented, sorted JSON, written whole (temporary file, then rename)."""
         if self.ctx.main:
-            with atomic_write(self.path(name)) as tmp:
+            with atomic_write(self.path(name), "run file") as tmp:
                 tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
     def write_log(self, history: list[dict]) -> None:
@@ -60,13 +67,13 @@ class RunFolder:
         if not self.ctx.main:
             return
         columns = list(dict.fromkeys(k for row in history for k in row))
-        with self.path("log.csv").open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows({k: _csv_cell(row.get(k)) for k in columns} for row in history)
-        with self.path("log.jsonl").open("w") as fh:
-            for row in history:
-                fh.write(json.dumps(row) + "\n")
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: _csv_cell(row.get(k)) for k in columns} for row in history)
+        write_bytes(self.path("log.csv"), table.getvalue().encode(), "training log")
+        lines = "".join(json.dumps(row) + "\n" for row in history)
+        write_bytes(self.path("log.jsonl"), lines.encode(), "training log")
 
     def save_model(self, name: str, model: SDLModel, vocab: Vocabulary) -> Path:
         """A checkpoint ``sdl_core`` loads; its path (on every rank, for the result)."""
@@ -77,8 +84,9 @@ class RunFolder:
     def save_state(self, state: dict) -> None:
         """``state.pt``, written whole so an interrupted write cannot spoil a resume."""
         if self.ctx.main:
-            with atomic_write(self.path(STATE_FILE)) as tmp:
-                torch.save(state, tmp)
+            buffer = io.BytesIO()  # torch.save on a full disk fails with a cryptic RuntimeError and half a file
+            torch.save(state, buffer)
+            write_bytes(self.path(STATE_FILE), buffer.getvalue(), "training state")
 
     def load_state(self) -> dict:
         """``state.pt``, read without unpickling code (``weights_only``)."""

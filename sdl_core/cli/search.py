@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import TagInputError
+from ..files import exclusive
 from ..registry import DEFAULT_MODEL
 from ..tags import parse_tags
 from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, add_model_args, load_tagger, positive
@@ -53,11 +54,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from ..search import DEFAULT_INDEX_NAME, SearchIndexError, load_index, update_index
+    from ..search import DEFAULT_INDEX_NAME, SearchIndexError
     folder = Path(args.folder)
     if not folder.is_dir():
         raise SearchIndexError(f"{folder}: no such folder")
     out = Path(args.out) if args.out else folder / DEFAULT_INDEX_NAME
+    with exclusive(out, "search index", SearchIndexError):  # a second `index` run on it fails clearly
+        return _index_locked(args, folder, out)
+
+
+def _index_locked(args: argparse.Namespace, folder: Path, out: Path) -> int:
+    """``index`` while holding the index's lock: read the old index, update, write."""
+    from ..search import load_index, update_index
     old = None if args.rebuild or not out.exists() else load_index(out)
     if args.model is None:  # re-running: the model that built the index
         args.model = (old.identity.source if old is not None and old.identity.source else DEFAULT_MODEL)

@@ -5,11 +5,14 @@ import argparse
 import csv
 import json
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import SDLError
 from ..tags import parse_tags
 from .common import EXIT_OK, EXIT_SOME_FAILED, add_model_args, load_tagger, non_negative, positive
+from .xmp import XmpOutput, add_xmp_args, print_written
 
 if TYPE_CHECKING:
     from ..tagger import ImageTags, Tagger
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 #: (64 photos: 43 img/s at 4, 37 img/s at 16; benchmarks/bench.py section 3).
 CPU_BATCH_SIZE = 4
 DEVICE_BATCH_SIZE = 16
+#: Tags per image when neither --top-k nor --min-score is given.
+DEFAULT_TOP_K = 10
 
 
 def default_batch_size(args: argparse.Namespace) -> int:
@@ -37,29 +42,90 @@ def _read_vocab(tagger: Tagger, path: str | None) -> Vocabulary | None:
 
 def cmd_tag(args: argparse.Namespace) -> int:
     extra = parse_tags(args.tags)
+    xmp = XmpOutput(args) if args.write_xmp else None  # bad XMP options fail before the model loads
+    inputs = expand_inputs(args.images, exclude=xmp.excluded() if xmp else ())
     from ..optimize import configure_threads
     configure_threads(args.threads)
     tagger = load_tagger(args)
     vocab = _read_vocab(tagger, args.vocab)
     human = not (args.json or args.csv)
     results, errors = [], []
-    for path, result in tagger.tag_files(args.images, extra_tags=extra, top_k=args.top_k, vocabulary=vocab,
+    for path, result in tagger.tag_files(list(inputs), extra_tags=extra, top_k=_top_k(args), vocabulary=vocab,
                                          only_extra=args.only_tags, batch_size=default_batch_size(args)):
+        record = None
+        if not isinstance(result, SDLError):
+            result = above(result, args.min_score)
+            result, record = _write_xmp(xmp, path, inputs[path], result)
         if isinstance(result, SDLError):
             errors.append({"image": path, "error": str(result)})
             if human:
                 print(f"error: {result}", file=sys.stderr)
-        else:
-            results.append(result)
-            if human:
-                _print_human(result, len(args.images) > 1)
+            continue
+        results.append((result, record))
+        for note in (record or {}).get("notes", ()):
+            print(f"note: {note}", file=sys.stderr)
+        if human and record is not None:
+            print_written(path, record, result)
+            _print_missing(result, "  ")
+        elif human:
+            _print_human(result, len(inputs) > 1)
     if args.json:
-        json.dump({"model": tagger.name, "results": [r.to_dict() for r in results], "errors": errors},
+        json.dump({"model": tagger.name, "results": [_result_dict(r, x) for r, x in results], "errors": errors},
                   sys.stdout, ensure_ascii=False, indent=2)
         print()
     elif args.csv:
-        _print_csv(results, errors)
+        _print_csv([r for r, _ in results], errors)
     return EXIT_SOME_FAILED if errors else EXIT_OK
+
+
+def _top_k(args: argparse.Namespace) -> int:
+    """--top-k as given; else every tag when --min-score filters, else the default."""
+    if args.top_k is not None:
+        return args.top_k
+    return 0 if args.min_score is not None else DEFAULT_TOP_K
+
+
+def _write_xmp(xmp: XmpOutput | None, path: str, base: Path, result: ImageTags) -> tuple:
+    """(result, what was written) or, when writing failed, (the error, None)."""
+    if xmp is None:
+        return result, None
+    try:
+        return result, xmp.write(path, base, result.tags)
+    except SDLError as exc:
+        return exc, None
+
+
+def _result_dict(result: ImageTags, xmp_record: dict | None) -> dict:
+    data = result.to_dict()
+    if xmp_record is not None:
+        data["xmp"] = xmp_record
+    return data
+
+
+def above(result: ImageTags, min_score: float | None) -> ImageTags:
+    """The result with only the tags scoring at least ``min_score`` (all when None)."""
+    if min_score is None:
+        return result
+    return replace(result, tags=[t for t in result.tags if t.score >= min_score])
+
+
+def expand_inputs(items: Sequence[str], exclude: Sequence[Path] = ()) -> dict[str, Path]:
+    """Photos of the command line, each with the folder it was given under: a folder's photos
+    (recursive, like ``index``; hidden files and ``exclude`` skipped) and files as given."""
+    from ..search import IMAGE_SUFFIXES, scan_folder
+    skipped = [Path(e).absolute() for e in exclude]
+    out: dict[str, Path] = {}
+    for item in items:
+        path = Path(item)
+        if not path.is_dir():
+            out[str(item)] = path.absolute().parent
+            continue
+        found = [path / e.path for e in scan_folder(path)]
+        found = [p for p in found if not any(p.absolute().is_relative_to(s) for s in skipped)]
+        if not found:
+            raise SDLError(f"{item}: no photos in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        out.update((str(p), path.absolute()) for p in found)
+    return out
 
 
 def _print_csv(results: list[ImageTags], errors: list[dict]) -> None:
@@ -83,18 +149,26 @@ def _print_human(result: ImageTags, with_header: bool) -> None:
         if t.approximate:
             note += "  (approximate vector)"
         print(f"{indent}{t.display:<{width}}  {t.score:8.4f}{note}")
+    _print_missing(result, indent)
+
+
+def _print_missing(result: ImageTags, indent: str) -> None:
     if result.not_in_vocabulary:
         print(f"{indent}not in vocabulary: {', '.join(result.not_in_vocabulary)}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     tag = sub.add_parser("tag", help="tag images", description="Rank tags for images; unseen tags print as *tag*.")
-    tag.add_argument("images", nargs="+", metavar="IMAGE")
+    tag.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                     help="photos, or folders (their photos, recursively)")
     add_model_args(tag)
     tag.add_argument("--tags", default="", help='extra tags, comma-separated: "hot dog, espresso"')
     tag.add_argument("--only-tags", action="store_true", help="rank only the --tags, not the model's vocabulary")
     tag.add_argument("--vocab", help="text file of tags (one per line) to rank instead of the model's vocabulary")
-    tag.add_argument("--top-k", type=non_negative, default=10, help="tags per image; 0 = all (default 10)")
+    tag.add_argument("--top-k", type=non_negative, default=None,
+                     help=f"tags per image; 0 = all (default {DEFAULT_TOP_K}, or all with --min-score)")
+    tag.add_argument("--min-score", type=float, default=None, metavar="S",
+                     help="only tags scoring at least S (scores are the model's; see a --json run for their range)")
     fmt = tag.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print one JSON object")
     fmt.add_argument("--csv", action="store_true", help="print CSV rows")
@@ -104,4 +178,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tag.add_argument("--threads", type=positive, default=None,
                      help="CPU threads for the model (default: the cores this process may use; "
                           "on a busy shared machine 1 can be much faster)")
+    add_xmp_args(tag)
     tag.set_defaults(func=cmd_tag)

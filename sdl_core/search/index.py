@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 
 from ..checkpoint import hash_tensors, read_tagged_safetensors
 from ..config import ModelConfig, WordSpaceInfo
-from ..errors import SDLError
-from ..files import atomic_write
+from ..errors import SDLError, StorageError
+from ..files import write_bytes
 from ..vocab import Vocabulary
 
 if TYPE_CHECKING:  # the Tagger pulls in timm: only index building needs it
@@ -159,7 +159,8 @@ class SearchIndex:
         return self._mean
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically (temporary file + rename): a crash never leaves half an index."""
+        """Write atomically (temporary file + rename): a crash or a full disk never leaves half an
+        index, and the index already there stays whole."""
         path = Path(path)
         tensors = {
             "vectors": as_stored(self.vectors),
@@ -182,9 +183,10 @@ class SearchIndex:
             "failed": json.dumps(self.failed[:MAX_FAILED_KEPT], ensure_ascii=False),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        with atomic_write(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
-        return path
+        try:
+            return write_bytes(path, serialize(tensors, metadata=metadata), "search index")
+        except StorageError as exc:
+            raise SearchIndexError(f"{exc}; give another file with --out") from None
 
 
 def as_stored(vectors: torch.Tensor) -> torch.Tensor:
@@ -239,7 +241,7 @@ def load_index(path: str | Path) -> SearchIndex:
         index = SearchIndex(root, identity, entries, vectors, vocab, meta.get("word_space_source") or None, failed)
     except SDLError as exc:
         raise SearchIndexError(f"{path.name}: {exc}") from None
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError, UnicodeError) as exc:
         raise SearchIndexError(f"{path.name}: index is incomplete or invalid ({type(exc).__name__}: {exc}). "
                                "Delete it and run `index` again.") from None
     if not _all_finite(index.vectors):

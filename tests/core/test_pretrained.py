@@ -174,7 +174,7 @@ needs_namespace = pytest.mark.skipif(not _namespace_works(), reason="cannot moun
 
 @needs_namespace
 @pytest.mark.parametrize("case, mount, expected", [
-    ("read-only cache", "mount -t tmpfs tmpfs {c} && mount -o remount,ro {c}", "it is not writable"),
+    ("read-only cache", "mount -t tmpfs tmpfs {c} && mount -o remount,ro {c}", "the file system is read-only"),
     ("full disk", "mount -t tmpfs -o size=40m tmpfs {c}", "the disk is full"),
 ])
 def test_unwritable_cache_is_one_line(case, mount, expected, mirror, photo, tmp_path):

@@ -13,23 +13,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
+from benchmarks.soak import Server
 from demo.app import MAX_TOP_K
 from sdl_core.tags import MAX_TAGS
-from tests.conftest import ROOT
 from tests.core.test_bad_images import CASES, write_case
-from tests.demo.conftest import free_port, make_toy_checkpoint
+from tests.demo.conftest import make_toy_checkpoint
 
 pytestmark = pytest.mark.soak
 
@@ -93,65 +89,6 @@ class Outcome:
     detail: str = ""
 
 
-class DemoServer:
-    """``python -m demo`` in its own process, with its log in a file."""
-
-    def __init__(self, model: Path, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = folder / "server.log"
-        (folder / "models").mkdir()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-               "PYTHONIOENCODING": "utf-8"}
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "demo", "--model", str(model), "--models-dir", str(folder / "models"),
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "WARNING"],
-            cwd=folder, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.process = psutil.Process(self.proc.pid)
-
-    def wait_ready(self, timeout: float) -> float:
-        start = time.perf_counter()
-        while time.perf_counter() - start < timeout:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if self.healthy():
-                return time.perf_counter() - start
-            time.sleep(0.5)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.log()[-3000:]}")
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "config", timeout=5) as resp:
-                return resp.status == 200 and b'"components"' in resp.read()
-        except OSError:
-            return False
-
-    def rss_mb(self) -> float:
-        procs = [self.process, *self.process.children(recursive=True)]
-        total = 0
-        for proc in procs:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total / 2**20
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self._log.close()
-
-
 def run_one(client, req: Request, files: dict[str, Path], model: str, deadline: float) -> Outcome:
     from gradio_client import handle_file
     start = time.perf_counter()
@@ -174,7 +111,7 @@ def run_one(client, req: Request, files: dict[str, Path], model: str, deadline: 
 
 def check_result(req: Request, result) -> str:
     """'' if the answer of a good request is right, else what is wrong."""
-    table, _json_file, maps, choice, tag_maps = result
+    table, _json_file, maps, choice, tag_maps, _xmp_file = result
     rows = re.findall(r'<td class="tag">', table)
     if not 1 <= len(rows) <= req.top_k:
         return f"table has {len(rows)} rows for top-k {req.top_k}"
@@ -210,7 +147,8 @@ def test_soak_demo_server(tmp_path):
     files = {name: write_case(cases[name], folder) for name in GOOD_IMAGES + BAD_IMAGES}
     reqs = requests()
     n_bad = sum(r.error is not None for r in reqs)
-    server = DemoServer(model, tmp_path)
+    (tmp_path / "models").mkdir()
+    server = Server(tmp_path, ["--model", str(model), "--models-dir", str(tmp_path / "models")])
     try:
         startup_s = server.wait_ready(STARTUP_TIMEOUT_S)
         model_value = str(model.resolve())

@@ -52,7 +52,7 @@ def test_a_request_sent_before_the_model_is_ready_waits_for_it(toy_checkpoint, t
         time.sleep(1.0)
         assert not job.done() and not startup.done()  # waiting, not refused
         gate.set()
-        page, _, maps, _, tag_maps = job.result(timeout=120)
+        page, _, maps, _, tag_maps, _ = job.result(timeout=120)
         assert "*boat*" in page and len(maps) == len(tag_maps) == TOY_K
         assert startup.result(timeout=60) is server.app.tagger_cache.get()  # loaded once, shared
     finally:

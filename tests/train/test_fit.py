@@ -99,6 +99,16 @@ def test_full_training_end_to_end_and_resume(colour_data, colour_vec, tmp_path):
         fit(_full_opts(colour_data, colour_vec, out, epochs=3, k=3, resume=True))
 
 
+def test_full_training_with_augmentation_repeats_under_its_seed(colour_data, colour_vec, tmp_path):
+    """RandAugment draws from Python's random: the seed must fix it too (two runs, one result)."""
+    timing = ("seconds", "images_per_s")
+    runs = [fit(_full_opts(colour_data, colour_vec, tmp_path / f"run{i}", epochs=1, randaugment=9, cutout=0.5,
+                           cutout_box=0.5)) for i in range(2)]
+    rows = [{k: v for k, v in run.history[0].items() if k not in timing} for run in runs]
+    assert rows[0] == rows[1]
+    assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in runs[0].model.state_dict().items())
+
+
 def test_ddp_two_processes_identical_weights_rank0_writes(colour_data, colour_vec, tmp_path):
     proc = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                    str(ROOT / "tests" / "train" / "ddp_worker.py"), str(colour_data["train"]), str(colour_vec),
