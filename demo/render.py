@@ -129,9 +129,12 @@ class Shown:
 TABLE_STYLE = """
 <style>
 .sdl-tags { border-collapse: collapse; width: 100%; font-size: 0.95rem; }
-.sdl-tags th, .sdl-tags td { padding: 4px 8px; border-bottom: 1px solid rgba(127,127,127,0.25); text-align: left; }
-.sdl-tags td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.sdl-tags tr.unseen td.tag { color: #7c3aed; font-style: italic; font-weight: 600; }
+.sdl-tags th, .sdl-tags td, .sdl-outside th, .sdl-outside td {
+  padding: 4px 8px; border-bottom: 1px solid rgba(127,127,127,0.25); text-align: left; }
+.sdl-tags td.num, .sdl-outside td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.sdl-outside { border-collapse: collapse; width: 100%; font-size: 0.95rem; margin-top: 4px; }
+.sdl-outside-title { margin-top: 12px; font-weight: 600; }
+.sdl-tags tr.unseen td.tag, .sdl-outside tr.unseen td.tag { color: #7c3aed; font-style: italic; font-weight: 600; }
 .sdl-badge { display: inline-block; font-size: 0.75rem; padding: 0 6px; border-radius: 8px; margin-left: 6px;
              font-style: normal; font-weight: 500; }
 .sdl-badge.unseen { background: #ede9fe; color: #5b21b6; }
@@ -142,25 +145,41 @@ TABLE_STYLE = """
 """
 
 
+def _row(rank: str, t: TagResult) -> str:
+    """One table row: rank, tag (escaped, with its badges), score, winning k."""
+    badges = ""
+    if not t.seen:
+        badges += '<span class="sdl-badge unseen">unseen</span>'
+    if t.typed:
+        badges += '<span class="sdl-badge typed">typed</span>'
+    if t.approximate:
+        badges += ('<span class="sdl-badge approx" title="vector bridged from WordLlama; the model\'s fastText '
+                   'model gives the exact one">\u2248 approximate</span>')
+    return (f'<tr class="{"seen" if t.seen else "unseen"}"><td class="num">{rank}</td>'
+            f'<td class="tag">{html.escape(t.display)}{badges}</td>'
+            f'<td class="num">{t.score:.4f}</td><td class="num">{t.principal}</td></tr>')
+
+
+def outside_html(result: ImageTags) -> str:
+    """The typed tags that missed the top-k, with their ranks among all ranked tags ('' if none)."""
+    outside = result.typed_outside
+    if not outside:
+        return ""
+    rows = "".join(_row(f"#{t.rank}", t) for t in outside)
+    return (f'<p class="sdl-outside-title">Your tags outside the top {len(result.tags)} '
+            f'(rank among all {result.ranked} tags):</p>'
+            '<table class="sdl-outside"><thead><tr><th>rank</th><th>tag</th><th>score</th><th>k</th></tr>'
+            f'</thead><tbody>{rows}</tbody></table>')
+
+
 def tags_table_html(result: ImageTags, model_name: str) -> str:
-    """The ranked tags as an HTML table. Every piece of user or model text is escaped."""
-    rows = []
-    for rank, t in enumerate(result.tags, 1):
-        badges = ""
-        if not t.seen:
-            badges += '<span class="sdl-badge unseen">unseen</span>'
-        if t.typed:
-            badges += '<span class="sdl-badge typed">typed</span>'
-        if t.approximate:
-            badges += ('<span class="sdl-badge approx" title="vector bridged from WordLlama; the model\'s fastText '
-                       'model gives the exact one">\u2248 approximate</span>')
-        rows.append(f'<tr class="{"seen" if t.seen else "unseen"}"><td class="num">{rank}</td>'
-                    f'<td class="tag">{html.escape(t.display)}{badges}</td>'
-                    f'<td class="num">{t.score:.4f}</td><td class="num">{t.principal}</td></tr>')
+    """The ranked tags as an HTML table, then the typed tags outside it. Every piece of
+    user or model text is escaped."""
+    rows = [_row(str(rank), t) for rank, t in enumerate(result.tags, 1)]
     parts = [TABLE_STYLE, f'<div class="sdl-result"><p>Top {len(result.tags)} tags from '
                           f'<b>{html.escape(model_name)}</b>. <i>*starred*</i> = unseen in training.</p>',
              '<table class="sdl-tags"><thead><tr><th>#</th><th>tag</th><th>score</th><th>k</th></tr></thead>'
-             f'<tbody>{"".join(rows)}</tbody></table>']
+             f'<tbody>{"".join(rows)}</tbody></table>', outside_html(result)]
     if result.not_in_vocabulary:
         missing = ", ".join(html.escape(t) for t in result.not_in_vocabulary)
         parts.append(f'<p class="sdl-missing">Not in the model\'s word space, so not ranked: {missing}</p>')

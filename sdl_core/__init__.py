@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Encoded", "PrincipalVectorModel", "SDLModel"), "model"),
     **dict.fromkeys(("DEFAULT_MODEL", "list_models"), "registry"),
     "score_tags": "scoring",
-    **dict.fromkeys(("Analysis", "ImageTags", "TagResult", "Tagger"), "tagger"),
+    **dict.fromkeys(("Analysis", "ImageTags", "TagResult", "Tagger", "TypedTag"), "tagger"),
     **dict.fromkeys(("normalize_tag", "parse_tags"), "tags"),
     "Vocabulary": "vocab",
     **dict.fromkeys(("FastTextSpace", "TableSpace", "WordLlamaSpace", "WordSpace", "load_word_space"), "wordvec"),
@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from .model import Encoded, PrincipalVectorModel, SDLModel
     from .registry import DEFAULT_MODEL, list_models
     from .scoring import score_tags
-    from .tagger import Analysis, ImageTags, TagResult, Tagger
+    from .tagger import Analysis, ImageTags, TagResult, Tagger, TypedTag
     from .tags import normalize_tag, parse_tags
     from .vocab import Vocabulary
     from .wordvec import FastTextSpace, TableSpace, WordLlamaSpace, WordSpace, load_word_space

@@ -154,24 +154,52 @@ def fold_batchnorm(module: nn.Module) -> int:
 def inference_copy(model: nn.Module, options: InferenceOptions = InferenceOptions()) -> nn.Module:
     """An eval-mode copy of ``model`` with ``options`` applied; ``model`` is untouched.
 
+    Where ONNX Runtime runs the trunk, the copy shares the trunk's tensors with ``model``
+    (the graph holds its own weights; a second torch copy would only cost memory: ~125 MB
+    for a TResNet-M). Where it does not, the copy gets its own weights to fold.
     Falls back to ``model`` itself if it cannot be copied (nothing is lost but speed).
     """
     if options == UNOPTIMISED:
         return model
-    try:
-        fast = copy.deepcopy(model).eval()
-    except Exception as exc:  # noqa: BLE001 - arbitrary user models may refuse deepcopy
-        log.info("inference copy of %s failed (%s); running it unoptimised", type(model).__name__, exc)
+    if options.runtime == "auto":
+        shared = _onnx_copy(model)
+        if shared is not None:
+            return shared
+    fast = _copy(model, shared_with=None)
+    if fast is None:
         return model
-    for p in fast.parameters():
-        p.requires_grad_(False)
-    if options.runtime == "auto" and _attach_onnx_runtime(fast):
-        return fast  # ONNX Runtime folds norms itself and wants plain NCHW input
     if options.fold_bn:
         folded = fold_batchnorm(fast)
         log.debug("folded %d BatchNorms of %s", folded, type(model).__name__)
     if options.channels_last:
         fast = fast.to(memory_format=torch.channels_last)
+    return fast
+
+
+def _copy(model: nn.Module, shared_with: nn.Module | None) -> nn.Module | None:
+    """An eval-mode deep copy of ``model`` whose tensors of ``shared_with`` (a submodule) are
+    ``model``'s own, not copies; None if ``model`` refuses to be copied."""
+    keep = {id(t): t for t in shared_with.state_dict(keep_vars=True).values()} if shared_with is not None else {}
+    try:
+        fast = copy.deepcopy(model, dict(keep)).eval()
+    except Exception as exc:  # noqa: BLE001 - arbitrary user models may refuse deepcopy
+        log.info("inference copy of %s failed (%s); running it unoptimised", type(model).__name__, exc)
+        return None
+    for p in fast.parameters():
+        if id(p) not in keep:  # never touch the flags of the caller's own tensors
+            p.requires_grad_(False)
+    return fast
+
+
+def _onnx_copy(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model`` whose trunk runs in ONNX Runtime and shares ``model``'s trunk
+    tensors (used only by the torch trunk for other input sizes, read-only), or None."""
+    trunk = getattr(model, "trunk", None)
+    if not isinstance(trunk, nn.Module):
+        return None
+    fast = _copy(model, shared_with=trunk)
+    if fast is None or not _attach_onnx_runtime(fast):
+        return None
     return fast
 
 

@@ -22,7 +22,7 @@ from .factory import ModelSource, load_model
 from .images import ImageSource, load_image, to_tensor
 from .model import Encoded, PrincipalVectorModel
 from .optimize import UNOPTIMISED, InferenceOptions, InferenceRunner
-from .scoring import score_tags, top_k_indices
+from .scoring import ranks_of, score_tags, top_k_indices
 from .tags import clean_tags
 from .vocab import Vocabulary
 from .wordvec import TableSpace, WordSpace
@@ -55,13 +55,32 @@ class TagResult:
                 "principal": self.principal, "typed": self.typed, "approximate": self.approximate}
 
 
+@dataclass(frozen=True)
+class TypedTag(TagResult):
+    """A tag the user typed, shown or not: ``rank`` is its place among all ranked tags
+    (1 = best, in score order before any tags are left out of the shown list);
+    ``in_top_k`` says whether it is among the shown tags."""
+
+    typed: bool = True
+    rank: int = 0
+    in_top_k: bool = False
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "rank": self.rank, "in_top_k": self.in_top_k}
+
+
 @dataclass
 class ImageTags:
-    """Ranked tags for one image; iterates like a list of :class:`TagResult`."""
+    """Ranked tags for one image; iterates like a list of :class:`TagResult`.
+
+    ``typed``: every typed tag that has a word vector, in the order typed, shown or not;
+    ``ranked``: how many tags were ranked (the vocabulary plus the typed additions)."""
 
     tags: list[TagResult]
     not_in_vocabulary: list[str] = field(default_factory=list)
     image: str | None = None
+    typed: list[TypedTag] = field(default_factory=list)
+    ranked: int = 0
 
     def __iter__(self) -> Iterator[TagResult]:
         return iter(self.tags)
@@ -72,8 +91,14 @@ class ImageTags:
     def __getitem__(self, i: int) -> TagResult:
         return self.tags[i]
 
+    @property
+    def typed_outside(self) -> list[TypedTag]:
+        """The typed tags that did not make the shown list."""
+        return [t for t in self.typed if not t.in_top_k]
+
     def to_dict(self) -> dict:
         return {"image": self.image, "tags": [t.to_dict() for t in self.tags],
+                "typed": [t.to_dict() for t in self.typed], "ranked": self.ranked,
                 "not_in_vocabulary": list(self.not_in_vocabulary)}
 
 
@@ -96,7 +121,8 @@ class Analysis:
 
 @dataclass
 class _Request:
-    """The tags one request ranks: the base vocabulary's rows, then the typed additions."""
+    """The tags one request ranks: the base vocabulary's rows, then the typed additions.
+    ``typed_rows``: the row of each typed tag that has a vector, in the order typed."""
 
     tags: list[str]
     seen: np.ndarray
@@ -104,6 +130,7 @@ class _Request:
     not_in_vocabulary: list[str]
     tag_tensor: torch.Tensor
     approximate: np.ndarray
+    typed_rows: list[int]
 
 class Tagger:
     """A loaded principal-vector model with its vocabulary and word space.
@@ -183,9 +210,11 @@ class Tagger:
         typed_flags = np.array([t in typed_set for t in tags], dtype=bool)
         base_approx = np.zeros(len(base), bool) if base is self.vocabulary else self.word_space.approximate(base.tags)
         approximate = np.concatenate([base_approx, self.word_space.approximate(added)])
+        rows = {t: i for i, t in enumerate(added, len(base))}
+        typed_rows = [base.index(t) if t in base else rows[t] for t in typed if t in base or t in rows]
         base_tensor = self._vocab_tensor if base is self.vocabulary else torch.from_numpy(base.vectors).to(self.device)
         tensor = torch.cat([base_tensor, torch.from_numpy(vectors[found]).to(self.device)]) if added else base_tensor
-        return _Request(tags, seen, typed_flags, missing, tensor, approximate)
+        return _Request(tags, seen, typed_flags, missing, tensor, approximate, typed_rows)
 
     # -- inference ------------------------------------------------------------------
     def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:
@@ -209,7 +238,8 @@ class Tagger:
         scores_l, winners_l = scores.tolist(), winners.tolist()
         tags = [TagResult(req.tags[i], float(scores_l[i]), bool(req.seen[i]), int(winners_l[i]),
                           bool(req.typed[i]), bool(req.approximate[i])) for i in order]
-        return ImageTags(tags, list(req.not_in_vocabulary), image), order
+        typed = _typed_tags(req, scores, scores_l, winners_l, set(order))
+        return ImageTags(tags, list(req.not_in_vocabulary), image, typed, len(req.tags)), order
 
     def tag(self, images: ImageSource | Sequence[ImageSource], extra_tags: Iterable[str] = (), top_k: int = 10,
             vocabulary: Vocabulary | None = None, only_extra: bool = False, batch_size: int = 16
@@ -300,6 +330,15 @@ class Tagger:
             principal_tags[t.principal].append(t.display)
         principal = model.principal_maps(encoded)[0].float().cpu().numpy()
         return Analysis(result, img, principal, tag_maps, principal_tags)
+
+
+def _typed_tags(req: _Request, scores: torch.Tensor, scores_l: list[float], winners_l: list[int],
+                shown: set[int]) -> list[TypedTag]:
+    """Each typed tag's result with its rank, from the scores already computed."""
+    ranks = ranks_of(scores, req.typed_rows)
+    return [TypedTag(req.tags[i], float(scores_l[i]), bool(req.seen[i]), int(winners_l[i]),
+                     approximate=bool(req.approximate[i]), rank=rank, in_top_k=i in shown)
+            for i, rank in zip(req.typed_rows, ranks)]
 
 
 def _source_name(source: ImageSource) -> str | None:

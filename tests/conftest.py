@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Exported ONNX graphs go to a cache of this test session (subprocesses inherit it), never
 # to the user's ~/.cache; tests that need their own cache set SDL_TAGGER_CACHE themselves.
 os.environ["SDL_TAGGER_CACHE"] = tempfile.mkdtemp(prefix="sdl-tagger-test-cache-")
+# Gradio names its output files by content and deletes them when a server closes: a shared
+# /tmp/gradio lets another test run (same photo, same seeded toy model) delete this run's files.
+os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="sdl-gradio-test-")
 
 from sdl_core.config import ModelConfig, PreprocessConfig, WordSpaceInfo  # noqa: E402
 from sdl_core.model import SDLModel  # noqa: E402

@@ -106,7 +106,8 @@ def above(result: ImageTags, min_score: float | None) -> ImageTags:
     """The result with only the tags scoring at least ``min_score`` (all when None)."""
     if min_score is None:
         return result
-    return replace(result, tags=[t for t in result.tags if t.score >= min_score])
+    typed = [replace(t, in_top_k=t.in_top_k and t.score >= min_score) for t in result.typed]
+    return replace(result, tags=[t for t in result.tags if t.score >= min_score], typed=typed)
 
 
 def expand_inputs(items: Sequence[str], exclude: Sequence[Path] = ()) -> dict[str, Path]:
@@ -129,12 +130,15 @@ def expand_inputs(items: Sequence[str], exclude: Sequence[Path] = ()) -> dict[st
 
 
 def _print_csv(results: list[ImageTags], errors: list[dict]) -> None:
+    """The shown tags (in_top_k 1, rank = place in the list), then the typed tags outside
+    them (in_top_k 0, rank = place among all ranked tags)."""
     writer = csv.writer(sys.stdout)
-    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed", "approximate"])
+    writer.writerow(["image", "rank", "tag", "score", "seen", "principal", "typed", "approximate", "in_top_k"])
     for r in results:
-        for rank, t in enumerate(r.tags, 1):
+        rows = [(rank, t, 1) for rank, t in enumerate(r.tags, 1)] + [(t.rank, t, 0) for t in r.typed_outside]
+        for rank, t, shown in rows:
             writer.writerow([r.image, rank, t.tag, f"{t.score:.6f}", int(t.seen), t.principal, int(t.typed),
-                             int(t.approximate)])
+                             int(t.approximate), shown])
     for e in errors:
         print(f"error: {e['image']}: {e['error']}", file=sys.stderr)
 
@@ -153,6 +157,11 @@ def _print_human(result: ImageTags, with_header: bool) -> None:
 
 
 def _print_missing(result: ImageTags, indent: str) -> None:
+    """The typed tags the list does not show: outside the top-k (with rank and score), or without a vector."""
+    outside = result.typed_outside
+    if outside:
+        listed = ", ".join(f"{t.display} (#{t.rank}, {t.score:.4f})" for t in outside)
+        print(f"{indent}your tags outside the top {len(result.tags)} (of {result.ranked}): {listed}")
     if result.not_in_vocabulary:
         print(f"{indent}not in vocabulary: {', '.join(result.not_in_vocabulary)}")
 

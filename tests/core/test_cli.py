@@ -54,7 +54,45 @@ def test_tag_csv(toy_ckpt):
     out = run_cli("tag", toy_ckpt.parent / "img2.jpg", "--model", toy_ckpt, "--top-k", "2", "--csv")
     assert out.returncode == 0
     rows = out.stdout.strip().splitlines()
-    assert rows[0] == "image,rank,tag,score,seen,principal,typed,approximate" and len(rows) == 3
+    assert rows[0] == "image,rank,tag,score,seen,principal,typed,approximate,in_top_k" and len(rows) == 3
+
+
+def test_typed_tags_outside_the_top_k_are_reported_with_their_rank(toy_ckpt):
+    img = toy_ckpt.parent / "img1.jpg"
+    out = run_cli("tag", img, "--model", toy_ckpt, "--tags", "sky, zebra, cat", "--top-k", "0", "--json")
+    everything = [t["tag"] for t in json.loads(out.stdout)["results"][0]["tags"]]
+    out = run_cli("tag", img, "--model", toy_ckpt, "--tags", "sky, zebra, cat", "--top-k", "1", "--json")
+    result = json.loads(out.stdout)["results"][0]
+    assert [t["tag"] for t in result["typed"]] == ["sky", "cat"] and result["not_in_vocabulary"] == ["zebra"]
+    assert [t["rank"] for t in result["typed"]] == [everything.index("sky") + 1, everything.index("cat") + 1]
+    outside = [t for t in result["typed"] if not t["in_top_k"]]
+    assert len(outside) >= 1 and all(t["rank"] > 1 for t in outside)
+    human = run_cli("tag", img, "--model", toy_ckpt, "--tags", "sky, zebra, cat", "--top-k", "1")
+    assert human.returncode == 0, human.stderr
+    line = next(x for x in human.stdout.splitlines() if x.startswith("your tags outside the top 1 (of 8): "))
+    assert all(f"{t['tag']} (#{t['rank']}, {t['score']:.4f})" in line for t in outside)
+    rows = run_cli("tag", img, "--model", toy_ckpt, "--tags", "sky, cat", "--top-k", "1", "--csv").stdout
+    assert all(f",{t['rank']},{t['tag']},{t['score']:.6f},1,{t['principal']},1,0,0" in rows for t in outside)
+
+
+def test_default_model_reports_typed_tags_with_rank_and_score(tmp_path):
+    """The command of issue 12: both typed tags come back, shown or not."""
+    photo = ROOT / "demo" / "examples" / "coffee.jpg"
+    out = run_cli("tag", photo, "--tags", "pagoda, skyscraper", "--top-k", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)["results"][0]
+    typed = result["typed"]
+    assert [t["tag"] for t in typed] == ["pagoda", "skyscraper"]
+    last_shown = result["tags"][-1]["score"]
+    for t in typed:
+        assert set(t) >= {"tag", "score", "rank", "seen", "principal"} and 1 <= t["rank"] <= result["ranked"]
+        assert t["in_top_k"] == (t["tag"] in {x["tag"] for x in result["tags"]})
+        assert t["in_top_k"] or (t["rank"] > 3 and t["score"] <= last_shown)
+    human = run_cli("tag", photo, "--tags", "pagoda, skyscraper", "--top-k", "1")
+    assert human.returncode == 0, human.stderr
+    assert "your tags outside the top 1" in human.stdout
+    for t in typed:
+        assert t["tag"] in human.stdout and f"(#{t['rank']}, " in human.stdout
 
 
 def test_only_tags_and_vocab_file(toy_ckpt, tmp_path):

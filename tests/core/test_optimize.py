@@ -329,3 +329,39 @@ def test_the_cache_keeps_the_most_recently_used_graphs(own_cache, monkeypatch):
     Tagger(models[2], vocab)
     kept = set(own_cache.glob("*.onnx"))
     assert len(kept) == 2 and first in kept
+
+
+def trunk_pointers(model) -> set[int]:
+    return {t.data_ptr() for t in model.trunk.state_dict().values() if t.numel()}
+
+
+def test_the_onnx_copy_shares_the_trunk_weights_and_leaves_the_model_alone():
+    model = bn_model(seed=11)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    grads = [p.requires_grad for p in model.parameters()]
+    fast = InferenceRunner(model).get()
+    assert fast.external_features is not None
+    assert trunk_pointers(fast) == trunk_pointers(model)  # no second torch copy of the trunk
+    assert fast.head.weight.data_ptr() != model.head.weight.data_ptr()
+    assert [p.requires_grad for p in model.parameters()] == grads
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    x = torch.rand(2, 3, 96, 96)  # another size: the shared torch trunk runs it
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.encode(x).vectors, model.encode(x).vectors, atol=1e-4, rtol=0)
+
+
+def test_when_onnx_runtime_refuses_the_copy_keeps_real_folded_weights(monkeypatch):
+    from sdl_core import onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "onnx_features", lambda *a, **k: None)
+    model = bn_model(seed=12)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    fast = InferenceRunner(model).get()
+    assert fast.external_features is None and count_bn(fast) < count_bn(model)
+    assert not trunk_pointers(fast) & trunk_pointers(model)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.encode(x).vectors, model.encode(x).vectors, atol=1e-4, rtol=0)

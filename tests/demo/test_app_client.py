@@ -68,6 +68,23 @@ def test_typed_words_are_embedded_in_the_models_word_space(toy):
     assert "*red car*" in page and "*boat*" in page
 
 
+def test_the_json_download_and_the_page_carry_typed_tags_outside_the_top_k(toy):
+    page, json_path, *_ = tag(toy, COFFEE, "red car, Boat, house", top_k=1)
+    data = json.loads(Path(json_path).read_text())
+    typed = data["typed"]
+    assert [t["tag"] for t in typed] == ["red car", "boat", "house"]  # in the order typed
+    assert data["ranked"] == 9 and sorted({t["rank"] for t in typed}) == sorted(t["rank"] for t in typed)
+    everything = json.loads(Path(tag(toy, COFFEE, "red car, Boat, house", top_k=MAX_TOP_K)[1]
+                                 ).read_text())["tags"]
+    for t in typed:
+        assert t["rank"] == [x["tag"] for x in everything].index(t["tag"]) + 1
+        assert t["in_top_k"] == (t["rank"] == 1) == (t["tag"] == data["tags"][0]["tag"])
+    outside = [t for t in typed if not t["in_top_k"]]
+    assert len(outside) >= 2 and "Your tags outside the top 1" in page
+    for t in outside:
+        assert f'<td class="num">#{t["rank"]}</td><td class="tag">*{t["tag"]}*' in page
+
+
 def test_words_a_fixed_word_table_cannot_embed_are_listed(toy, models_dir):
     table = str((models_dir / "table_k2.safetensors").resolve())
     page, json_path, *_ = tag(toy, COFFEE, "red car, boat, cat", only=True, top_k=MAX_TOP_K, model=table)

@@ -24,6 +24,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.browser
+#: Eleven typed tags for ten places: at least one must land outside the top 10.
+MANY_TAGS = ("espresso", "latte art", "saucer", "pagoda", "skyscraper", "glacier", "tractor", "volcano", "iceberg",
+             "submarine", "snowmobile")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,20 @@ def test_upload_type_tags_and_see_tags_and_heat_maps(browser, default_server):
                            arg=second)
     assert page.locator("#sdl-tag-maps img").count() == k
 
-    # user text is shown as text, never as HTML
+    # more typed tags than places: those outside the top-k follow the table, with their ranks
+    page.locator("#sdl-tags-input textarea").fill(", ".join(MANY_TAGS))
+    page.locator("#sdl-run").click()
+    outside = page.locator("#sdl-table table.sdl-outside")
+    outside.wait_for(state="visible")
+    assert "Your tags outside the top 10" in page.locator("#sdl-table .sdl-outside-title").inner_text()
+    rows = outside.locator("tbody tr")
+    assert rows.count() >= len(MANY_TAGS) - 10
+    for i in range(rows.count()):
+        rank, tag = rows.nth(i).locator("td").nth(0).inner_text(), rows.nth(i).locator("td.tag").inner_text()
+        assert rank.startswith("#") and int(rank[1:]) > 10
+        assert tag.split("typed")[0].replace("unseen", "").strip().strip("*") in MANY_TAGS
+        assert rows.nth(i).locator(".sdl-badge.typed").count() == 1
+
     page.locator("#sdl-only input").check()
     page.locator("#sdl-tags-input textarea").fill("<i>xss</i>, espresso")
     page.locator("#sdl-run").click()

@@ -8,7 +8,7 @@ from PIL import Image
 
 from demo.render import (Shown, colormap_lut, model_view, normalize, overlay, overlays_each, overlays_shared,
                          principal_captions, result_json, safe_stem, tag_captions, tags_table_html, write_json)
-from sdl_core import ImageTags, PreprocessConfig, TagResult
+from sdl_core import ImageTags, PreprocessConfig, TagResult, TypedTag
 
 
 def grey_photo(w: int = 200, h: int = 100) -> Image.Image:
@@ -62,6 +62,21 @@ def test_table_marks_unseen_and_typed_and_escapes_user_text():
     assert page.count('class="unseen"') == 1 and page.count("sdl-badge typed") == 1
     assert "0.9100" in page and "0.5000" in page
     assert "not ranked: &lt;b&gt;zzqx&lt;/b&gt;" in page
+
+
+def test_typed_tags_outside_the_top_k_follow_the_table_with_their_rank_escaped():
+    shown = TagResult("cat", 0.91, True, 0, typed=True)
+    typed = [TypedTag("cat", 0.91, True, 0, rank=1, in_top_k=True),
+             TypedTag("<script>x</script>", 0.12, False, 1, rank=57, in_top_k=False),
+             TypedTag("pier", 0.05, True, 2, rank=130, in_top_k=False)]
+    page = tags_table_html(ImageTags([shown], [], None, typed, 1006), "toy")
+    table, outside = page.split('class="sdl-outside-title"')
+    assert "cat" in table and "pier" not in table and "script" not in table
+    assert "Your tags outside the top 1 (rank among all 1006 tags)" in outside and "cat" not in outside
+    assert "<script>" not in page and "*&lt;script&gt;x&lt;/script&gt;*" in outside
+    assert outside.index("#57") < outside.index("script") < outside.index("#130") < outside.index("pier")
+    assert "0.1200" in outside and outside.count("sdl-badge typed") == 2 and outside.count('class="unseen"') == 1
+    assert 'class="sdl-outside' not in tags_table_html(ImageTags([shown], [], None, typed[:1], 1006), "toy")
 
 
 def test_table_marks_bridged_typed_tags_as_approximate():
