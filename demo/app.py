@@ -22,6 +22,7 @@ import atexit  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
+from concurrent.futures import wait  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
@@ -32,7 +33,7 @@ from sdl_core.images import MAX_IMAGE_BYTES  # noqa: E402
 from sdl_core.registry import DEFAULT_MODEL  # noqa: E402
 from sdl_core.tags import MAX_TAGS, parse_tags  # noqa: E402
 
-from .about import about_markdown, measured_quality  # noqa: E402
+from .about import about_markdown, md_escape, measured_quality  # noqa: E402
 from .cache import CACHE_MAX_AGE_S, start_sweeper, sweep_every  # noqa: E402
 from .errors import user_errors  # noqa: E402
 from .models import TaggerCache, model_choices  # noqa: E402
@@ -77,6 +78,7 @@ SESSIONS_KEPT = 500
 CSS = """
 #sdl-title h1 { margin-bottom: 0; }
 #sdl-maps .caption-label, #sdl-tag-maps .caption-label { white-space: normal; }
+#sdl-notice { border: 1px solid #d97706; background: #fffbeb; color: #78350f; padding: 0.4em 1em; border-radius: 6px; }
 """
 
 
@@ -174,6 +176,16 @@ class Handlers:
             return []
         return shown.tag_gallery(choice)
 
+    def startup_state(self) -> tuple:
+        """Once the startup load is over: the notice (shown when the page runs another model
+        than it was started with, and why) and the model menu (labels refreshed: a download
+        since start-up is now cached; the value: the model that runs)."""
+        if self.cache.startup is not None:
+            wait([self.cache.startup])  # a failure's own message reaches whoever uses that model
+        notice = self.cache.notice
+        shown = gr.Markdown(f"⚠️ {md_escape(notice)}", visible=True) if notice else gr.Markdown(visible=False)
+        return shown, gr.Dropdown(choices=self.cache.labels(), value=self.cache.default)
+
     def about(self, model: str | None) -> str:
         tagger = self.cache.get(model)
         value = model or self.cache.default
@@ -210,6 +222,7 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
         gr.Markdown("# Zero-shot image tagger\nUpload a photo and type any tags: the model ranks its own "
                     "vocabulary and your words together. *Starred* tags were never seen in training.",
                     elem_id="sdl-title")
+        notice = gr.Markdown(visible=False, elem_id="sdl-notice")  # why another model runs, if it does
         with gr.Tab("Tag a photo"):
             with gr.Row():
                 with gr.Column(scale=1):
@@ -261,9 +274,12 @@ def build_app(model: str = DEFAULT_MODEL, models_dir: str | Path | None = "model
                              concurrency_limit=RENDER_CONCURRENCY)
             model_box.change(user_errors(handlers.about), model_box, about, api_name="about",
                              concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
-            # the panel of the chosen model, filled when the page opens (waits for the startup load)
-            app.load(user_errors(handlers.about), model_box, about, api_visibility="private",
-                     concurrency_limit=RENDER_CONCURRENCY)
+            # when the page opens: wait for the startup load, say if another model runs, then fill
+            # the panel of the chosen model
+            app.load(handlers.startup_state, None, [notice, model_box], api_name="startup", show_progress="hidden",
+                     concurrency_limit=RENDER_CONCURRENCY
+                     ).then(user_errors(handlers.about), model_box, about, api_visibility="private",
+                            concurrency_limit=RENDER_CONCURRENCY)
         with gr.Tab("Search"):
             build_search_tab(cache.get, [Path(d) for d in search_dirs])
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)

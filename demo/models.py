@@ -1,9 +1,14 @@
 """Which models the page offers, and loading each one once per process.
 
-The dropdown offers the registered models, the ``--model`` the app was started
-with, and the ``.safetensors`` checkpoints in ``--models-dir``. A request can only
-pick one of those: a value sent by a client is checked against the list, so no
-request can make the server open an arbitrary path.
+The dropdown offers the registered models, the pretrained downloads (labelled with
+their download size until they are cached), the ``--model`` the app was started with,
+and the ``.safetensors`` checkpoints in ``--models-dir``. A request can only pick one of
+those: a value sent by a client is checked against the list, so no request can make the
+server open an arbitrary path.
+
+A startup model that is fetched (a pretrained name, ``hf-hub:``) and cannot be (no
+network, server down, full disk) does not stop the app: the offline default model
+takes its place, and :attr:`TaggerCache.notice` says why, for the page to show.
 
 Nothing here imports torch or timm until a model is loaded: the app is built from
 names and file headers, served, and the startup model loads in a background thread
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from sdl_core.errors import CheckpointError, ModelNotFoundError, SDLError, WordSpaceError
 from sdl_core.factory import resolve
+from sdl_core.pretrained import describe, list_pretrained, resolve_pretrained
 from sdl_core.registry import DEFAULT_MODEL, get_model, list_models, resolve_name
 
 if TYPE_CHECKING:
@@ -34,10 +40,15 @@ CHECKPOINT_SUFFIXES = (".safetensors",)
 MAX_LOADED_MODELS = 3
 
 
+#: Source kinds that are downloaded on first use (see sdl_core.factory).
+FETCHED_KINDS = ("pretrained", "hf-hub")
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     label: str  # shown in the dropdown
-    value: str  # registered name or absolute checkpoint path
+    value: str  # registered or pretrained name, hf-hub: name, or absolute checkpoint path
+    fetched: bool = False  # downloaded on first use: a failure at start-up falls back to the default
 
 
 def registered_choice(name: str) -> ModelChoice:
@@ -52,6 +63,15 @@ def registered_choices() -> list[ModelChoice]:
     choices = {c.value: c for c in map(registered_choice, list_models())}
     default = resolve_name(DEFAULT_MODEL)
     return sorted(choices.values(), key=lambda c: (c.value != default, c.label))
+
+
+def pretrained_choice(name: str) -> ModelChoice:
+    """A pretrained download, labelled with its size until it is cached."""
+    return ModelChoice(describe(name), resolve(name).value, fetched=True)
+
+
+def pretrained_choices() -> list[ModelChoice]:
+    return [pretrained_choice(name) for name in list_pretrained()]
 
 
 def folder_choices(folder: str | Path | None) -> list[ModelChoice]:
@@ -81,6 +101,10 @@ def startup_choice(model: str) -> ModelChoice:
     source = resolve(model)
     if source.entry is not None:
         return registered_choice(source.value)
+    if source.kind == "pretrained":
+        return pretrained_choice(source.value)
+    if source.kind in FETCHED_KINDS:
+        return ModelChoice(source.value, source.value, fetched=True)
     path = Path(source.value)
     if source.is_file and path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
         check_checkpoint_header(path)
@@ -91,7 +115,7 @@ def model_choices(model: str, models_dir: str | Path | None) -> list[ModelChoice
     """Everything the dropdown offers; the startup model first."""
     first = startup_choice(model)
     out = [first]
-    for choice in registered_choices() + folder_choices(models_dir):
+    for choice in registered_choices() + folder_choices(models_dir) + pretrained_choices():
         if choice.value not in {c.value for c in out}:
             out.append(choice)
     return out
@@ -116,6 +140,10 @@ class TaggerCache:
         self._load_locks: dict[str, threading.Lock] = {v: threading.Lock() for v in self._allowed}
         #: The background load of the startup model, once ``preload`` has started it.
         self.startup: Future | None = None
+        #: What runs when a request names no model: the startup model, or the default after a fallback.
+        self._current = self.choices[0].value
+        #: Why the page runs another model than it was started with ("" when it does not).
+        self.notice = ""
 
     def _load(self, value: str) -> Tagger:
         """Load with the user's word space (``--word-space``) where it is the model's own.
@@ -134,7 +162,12 @@ class TaggerCache:
 
     @property
     def default(self) -> str:
-        return self.choices[0].value
+        return self._current
+
+    def labels(self) -> list[tuple[str, str]]:
+        """(label, value) for the dropdown, a pretrained model's label telling whether it is
+        cached now (a download since start-up changes it)."""
+        return [(describe(c.value) if resolve_pretrained(c.value) else c.label, c.value) for c in self.choices]
 
     def label(self, value: str) -> str:
         choice = self._allowed.get(value)
@@ -165,7 +198,8 @@ class TaggerCache:
     def preload(self) -> Future:
         """Load the startup model in a background thread, once; the returned Future holds
         the Tagger or the load's exception. A failed load is logged and tried again by
-        the next request that needs the model, which then shows its message."""
+        the next request that needs the model, which then shows its message. A fetched
+        startup model that fails falls back to the default model (see :meth:`_fall_back`)."""
         with self._lock:
             if self.startup is not None:
                 return self.startup
@@ -174,10 +208,31 @@ class TaggerCache:
         def work() -> None:
             try:
                 future.set_result(self.get())
+            except SDLError as exc:
+                fallback = self._fall_back(exc)
+                if fallback is None:
+                    log.error("loading model %s failed: %s", self.label(self.default), exc)
+                    future.set_exception(exc)
+                else:
+                    future.set_result(fallback)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the Future
-                log.error("loading model %s failed: %s", self.label(self.default), exc,
-                          exc_info=not isinstance(exc, SDLError))
+                log.error("loading model %s failed: %s", self.label(self.default), exc, exc_info=True)
                 future.set_exception(exc)
 
         threading.Thread(target=work, name="sdl-preload", daemon=True).start()
         return future
+
+    def _fall_back(self, exc: SDLError) -> Tagger | None:
+        """Run the default model instead of a fetched startup model that could not be had,
+        and say so in :attr:`notice`; None when the startup model is not fetched (its error
+        is the user's to fix) or is already the default."""
+        failed = self._allowed[self.choices[0].value]
+        fallback = resolve_name(DEFAULT_MODEL)
+        if not failed.fetched or fallback not in self._allowed or fallback == failed.value:
+            return None
+        log.warning("model %s could not be loaded (%s); running %s instead", failed.value, exc, fallback)
+        tagger = self.get(fallback)  # the offline default: its failure is a real error, raised
+        self._current = fallback
+        self.notice = (f"{failed.value} could not be loaded, so this page runs the offline default model "
+                       f"{fallback} instead. Reason: {exc}")
+        return tagger

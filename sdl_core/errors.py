@@ -40,3 +40,15 @@ class XmpError(SDLError):
 class StorageError(SDLError):
     """A file could not be written (disk full, read-only, no permission, or another
     process is writing it); nothing half-written is left behind."""
+
+
+class DownloadError(SDLError):
+    """A download failed, timed out, or did not deliver the expected file."""
+
+
+class OfflineError(DownloadError):
+    """A file is needed from the network, but downloads are switched off."""
+
+
+class CacheError(StorageError):
+    """The cache folder cannot be written (read-only, full disk): a download is not kept."""

@@ -10,11 +10,12 @@ Two steps, so callers that only need to know *what* a name means pay for nothing
    :class:`LoadedModel`: the model, its vocabulary, the word space typed tags are embedded
    in, and the source it came from.
 
-Adding a kind of source is one resolver and one loader. A named pretrained download would
-resolve its name to ``ModelSource("pretrained", name)`` and load the cached ``.safetensors``
-its download returns with :func:`load_checkpoint_file`; ``hf-hub:OWNER/REPO`` would do the
-same for its prefix. Resolvers must stay cheap (a table look-up, a file test): the demo
-resolves its startup model before it serves its page.
+Adding a kind of source is one resolver and one loader. A pretrained name
+(:mod:`sdl_core.pretrained`) resolves to ``ModelSource("pretrained", name)`` and
+``hf-hub:OWNER/REPO`` (:mod:`sdl_core.hub`) to ``ModelSource("hf-hub", name)``; both load
+the ``.safetensors`` their download returns (cached after the first use) with
+:func:`load_checkpoint_file`. Resolvers must stay cheap (a table look-up, a file test, no
+network): the demo resolves its startup model before it serves its page.
 """
 from __future__ import annotations
 
@@ -87,8 +88,22 @@ def _registered(name: str) -> ModelSource | None:
     return ModelSource("registered", canonical, entry=get_model(canonical))
 
 
+def _pretrained(name: str) -> ModelSource | None:
+    from .pretrained import resolve_pretrained
+    entry = resolve_pretrained(name)
+    return None if entry is None else ModelSource("pretrained", entry.name)
+
+
+def _hub(name: str) -> ModelSource | None:
+    from .hub import is_hub_name, parse_hub_name
+    if not is_hub_name(name):
+        return None
+    parse_hub_name(name)  # a malformed name is refused before anything loads
+    return ModelSource("hf-hub", name)
+
+
 #: Asked in order; the first to recognise a name wins.
-RESOLVERS: list[Resolver] = [_existing_file, _registered]
+RESOLVERS: list[Resolver] = [_existing_file, _registered, _pretrained, _hub]
 
 
 def resolve(name_or_path: str | Path | None = None) -> ModelSource:
@@ -98,8 +113,10 @@ def resolve(name_or_path: str | Path | None = None) -> ModelSource:
         source = resolver(name)
         if source is not None:
             return source
-    raise ModelNotFoundError(f"{name!r} is neither a registered model nor an existing file "
-                             f"(registered: {', '.join(list_models())}; see `python -m sdl_core models`)")
+    from .pretrained import list_pretrained
+    raise ModelNotFoundError(f"{name!r} is neither a registered model nor an existing file (registered: "
+                             f"{', '.join(list_models())}; pretrained: {', '.join(list_pretrained())}; "
+                             "or hf-hub:OWNER/REPO; see `python -m sdl_core models`)")
 
 
 def _build_registered(source: ModelSource, data_dir: str | Path | None) -> Parts:
@@ -123,18 +140,28 @@ def _import_official(source: ModelSource, data_dir: str | Path | None) -> Parts:
     return model, vocab, None
 
 
+def _fetched_checkpoint(source: ModelSource, data_dir: str | Path | None) -> Parts:
+    """A pretrained or ``hf-hub:`` name: its checkpoint file, downloaded on first use."""
+    from .pretrained import checkpoint_for
+    path = checkpoint_for(source.value)
+    return load_checkpoint_file(ModelSource("checkpoint", str(path), is_file=True))
+
+
 #: How each kind of source is built.
 LOADERS: dict[str, Loader] = {
     "registered": _build_registered,
     "checkpoint": load_checkpoint_file,
     "official": _import_official,
+    "pretrained": _fetched_checkpoint,
+    "hf-hub": _fetched_checkpoint,
 }
 
 
 def load_model(name_or_path: str | Path | None = None, *, data_dir: str | Path | None = None,
                word_space: str | Path | WordSpace | None = None) -> LoadedModel:
-    """Build a registered name (default: the offline default model), one of our
-    ``.safetensors`` checkpoints, or the authors' ``.pth`` with their data folder.
+    """Build a registered name (default: the offline default model), a pretrained name or
+    ``hf-hub:OWNER/REPO`` (downloaded once, then cached), one of our ``.safetensors``
+    checkpoints, or the authors' ``.pth`` with their data folder.
 
     ``word_space``: ``"wordllama"``, a fastText ``.bin``/``.vec`` path, or a
     :class:`WordSpace`; it must be the space the model was trained in (the Tagger checks).

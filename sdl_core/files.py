@@ -101,10 +101,11 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """The informative line of torch's long multi-line load errors (not its advice to
     allow-list the code a file wants to run)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "Unsupported global" in line or "WeightsUnpickler error" in line:
+    for line in lines:  # torch words it "Unsupported global" or "unsupported GLOBAL" by version
+        if "unsupported global" in line.lower() or "WeightsUnpickler error" in line:
             return line.split(" Please use")[0][:limit]
-    return (lines[0] if lines else type(exc).__name__)[:limit]
+    first = lines[0] if lines else type(exc).__name__
+    return first.split(". ")[0][:limit]  # e.g. miniz's "...central directory. This is an internal error..."
 
 
 def load_torch_weights(path: str | Path, message: str, error: type[SDLError] = CheckpointError) -> Any:

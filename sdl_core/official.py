@@ -15,9 +15,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
-from .checkpoint import load_state_strict, save_checkpoint
 from .config import ModelConfig, PreprocessConfig
 from .download import RemoteFile, fetch
 from .errors import CheckpointError
@@ -25,7 +22,9 @@ from .files import load_torch_weights
 from .vocab import Vocabulary
 from .wordvec import AUTHORS_FASTTEXT
 
-if TYPE_CHECKING:  # timm loads when the model is built
+if TYPE_CHECKING:  # torch and timm load when a model is converted: the file list below needs neither
+    import torch
+
     from .model import SDLModel
 
 log = logging.getLogger(__name__)
@@ -94,6 +93,9 @@ def import_official(checkpoint: str | Path, data_dir: str | Path, out: str | Pat
     if not isinstance(state, dict) or "embedding.weight" not in state:
         raise CheckpointError(f"{checkpoint.name}: expected the authors' dict with 'model' holding "
                               "'embedding.weight' (the SDL head)")
+    import torch
+
+    from .checkpoint import load_state_strict, save_checkpoint
     not_tensors = [str(key) for key, value in state.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{checkpoint.name}: model.{not_tensors[0]} is not a tensor "
@@ -130,23 +132,24 @@ def import_official(checkpoint: str | Path, data_dir: str | Path, out: str | Pat
 # --- where the authors' files are ----------------------------------------------------
 
 _REPO_DATA = "https://raw.githubusercontent.com/Alibaba-MIIL/ZS_SDL/main/data/NUS_WIDE/"
-#: The authors' NUS-WIDE vocabulary files (checksums of the published files).
+#: The authors' NUS-WIDE vocabulary files (checksums and sizes of the published files).
 OFFICIAL_DATA = (
     RemoteFile(_REPO_DATA + "classes.pickle", "classes.pickle",
-               "a8abc64a04f3810afe6357a9a8fa104aec78f590727a607c7557e33c13af6087"),
+               "a8abc64a04f3810afe6357a9a8fa104aec78f590727a607c7557e33c13af6087", 11_954),
     RemoteFile(_REPO_DATA + "unseen_classes.pickle", "unseen_classes.pickle",
-               "d2790e216a90629a07f5caf1534233a0dac7260f98b3d143b232b1648762e153"),
+               "d2790e216a90629a07f5caf1534233a0dac7260f98b3d143b232b1648762e153", 709),
     RemoteFile(_REPO_DATA + "wordvec_array.pickle", "wordvec_array.pickle",
-               "6f8d90a5b6e68ba58bfe81c23bf0c4ad8919628660fac1f7de7d34eb8d085e5a"),
+               "6f8d90a5b6e68ba58bfe81c23bf0c4ad8919628660fac1f7de7d34eb8d085e5a", 1_207_363),
 )
-#: The authors' model (their README's link without its expired signature).
+#: The authors' model (their README's link without its expired signature). Its size is
+#: its tensors' (134,809,600 bytes of float32) plus a little pickle: about 135 MB.
 OFFICIAL_MODEL = RemoteFile("https://miil-public-eu.oss-eu-central-1.aliyuncs.com/model-zoo/ZSL/NUS_mtresnet_224.pth",
-                            "NUS_mtresnet_224.pth", None)
+                            "NUS_mtresnet_224.pth", None, 134_900_000)
 
 
-def download_official(folder: str | Path, timeout: float = 60.0) -> tuple[Path, Path]:
+def download_official(folder: str | Path, progress: bool = True) -> tuple[Path, Path]:
     """Fetch the authors' data files and model into ``folder``; returns (model, data_dir)."""
     folder = Path(folder)
     for remote in OFFICIAL_DATA:
-        fetch(remote, folder, timeout)
-    return fetch(OFFICIAL_MODEL, folder, timeout), folder
+        fetch(remote, folder, progress)
+    return fetch(OFFICIAL_MODEL, folder, progress), folder

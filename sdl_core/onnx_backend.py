@@ -6,8 +6,8 @@ TResNet-M's 1.75x faster than eager PyTorch with folded BatchNorm and channels_l
 so every model keeps one definition of what it computes.
 
 Exporting takes about a second, so the exported graph is cached on disk, keyed by a
-hash of the trunk's weights and of the library versions (``SDL_TAGGER_CACHE``, else
-``$XDG_CACHE_HOME/sdl-tagger``, else ``~/.cache/sdl-tagger``). A freshly exported graph
+hash of the trunk's weights and of the library versions, under the project's cache root
+(:mod:`sdl_core.cache`: ``SDL_TAGGER_CACHE``, else the user cache folder). A freshly exported graph
 is checked against torch on a batch size other than the exported one before it is
 used or cached; any failure (no onnxruntime, an op it lacks, a mismatch, an unwritable
 cache) leaves the model on torch. The graph is exported for one input size: other
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import cache
 from .checkpoint import hash_tensors
 from .errors import StorageError
 from .files import write_bytes
@@ -53,11 +54,7 @@ def available() -> bool:
 
 def cache_dir() -> Path:
     """Where exported graphs are kept."""
-    explicit = os.environ.get("SDL_TAGGER_CACHE")
-    if explicit:
-        return Path(explicit) / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sdl-tagger" / "onnx"
+    return cache.cache_dir(cache.ONNX)
 
 
 class _ForwardFeatures(nn.Module):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m train {fit,evaluate,synth,synth-nus-wide,smoke} ...``.
+"""Command line: ``python -m train {fit,evaluate,synth,synth-nus-wide,smoke,push} ...``.
 
 Exit codes: 0 success; 2 bad input (one ``error:`` line, no traceback); 130 interrupted.
 """
@@ -74,8 +74,8 @@ def _add_fit(sub: argparse._SubParsersAction, recipe: dict | None = None) -> Non
     p.add_argument("--cutout-box", type=float, default=0.0, help="the authors' Cutout: a random-colour box of this "
                                                                  "share of the side on every image (0 = off; 0.5)")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flip (the authors')")
-    p.add_argument("--cache-dir", help="feature cache for --head-only (default $SDL_CACHE_DIR or "
-                                       "~/.cache/sdl-tagger/features)")
+    p.add_argument("--cache-dir", help="feature cache for --head-only (default: features/ under "
+                                       "$SDL_TAGGER_CACHE or ~/.cache/sdl-tagger)")
     p.add_argument("--save-every", type=int, help="write last.safetensors and state.pt every N epochs (and at the "
                                                   "end); default 1 (full) / 10 (head-only)")
     p.add_argument("--best-metric", default="gzsl_F1@3", help="validation metric that picks best.safetensors: "
@@ -122,8 +122,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="image-decoding processes (default: 0; nus-wide on a GPU: up to 8)")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="nus-wide: mixed precision "
                                                                                "(auto = on CUDA)")
-    p.add_argument("--cache-dir", help="nus-wide: feature cache (default $SDL_CACHE_DIR or ~/.cache/sdl-tagger/"
-                                       "features)")
+    p.add_argument("--cache-dir", help="nus-wide: feature cache (default: features/ under $SDL_TAGGER_CACHE or "
+                                       "~/.cache/sdl-tagger)")
     p.add_argument("--word-space", help="nus-wide: the model's word space for tags its vocabulary lacks "
                                         "('wordllama', a fastText .bin/.vec)")
     p.add_argument("--authors-data", help="the authors' data folder (classes.pickle...): to load their .pth, and to "
@@ -263,6 +263,28 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="upload a run's best checkpoint to the Hugging Face Hub, with a model card",
+                       description="Upload RUN_DIR/best.safetensors as sdl_tagger.safetensors with a generated "
+                                   "README.md (model, vocabulary, measured quality) in one commit; load it back "
+                                   "with --model hf-hub:OWNER/REPO. Needs a write token (HF_TOKEN or "
+                                   "`hf auth login`); HF_ENDPOINT names another Hub.")
+    p.add_argument("run_dir", help="a run folder written by `python -m train fit`")
+    p.add_argument("repo", help="OWNER/REPO on the Hub (created if missing)")
+    p.add_argument("--checkpoint", default="best.safetensors", help="file in RUN_DIR to push (default best)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .push import push_run
+    url = push_run(args.run_dir, args.repo, private=args.private, checkpoint=args.checkpoint, message=args.message)
+    print(f"pushed {Path(args.run_dir) / args.checkpoint} to {args.repo}: {url}")
+    print(f"load it with: python -m sdl_core tag photo.jpg --model hf-hub:{args.repo}")
+    return EXIT_OK
+
+
 def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
     """Every ``python -m train`` command and its flags; ``recipe`` (fit options) becomes the
     defaults of ``fit`` and ``smoke``."""
@@ -270,7 +292,7 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_fit(sub, recipe)
-    for add in (_add_evaluate, _add_synth, _add_synth_nus_wide):
+    for add in (_add_evaluate, _add_synth, _add_synth_nus_wide, _add_push):
         add(sub)
     _add_smoke(sub, recipe)
     return parser

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as serialize
 from tqdm import tqdm
 
+from sdl_core import cache
 from sdl_core.config import PreprocessConfig
 from sdl_core.errors import ImageError, StorageError
 from sdl_core.files import write_bytes
@@ -30,9 +31,10 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    """Where pooled features are cached: $SDL_CACHE_DIR, else ~/.cache/sdl-tagger/features."""
-    root = os.environ.get("SDL_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "sdl-tagger" / "features"
+    """Where pooled features are cached: ``features/`` under the project's cache root
+    (``SDL_TAGGER_CACHE``, else the user cache folder); the older ``SDL_CACHE_DIR`` still wins."""
+    legacy = os.environ.get("SDL_CACHE_DIR")
+    return Path(legacy) if legacy else cache.cache_dir(cache.FEATURES)
 
 
 def image_key(path: Path) -> str:

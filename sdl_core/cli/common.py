@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
 
-MODEL_HELP = ("registered model name, our .safetensors checkpoint, or the authors' .pth (with --data-dir); "
+MODEL_HELP = ("registered or pretrained model name (sdl_tresnet_m.nus_wide: downloaded once, then cached), "
+              "hf-hub:OWNER/REPO, our .safetensors checkpoint, or the authors' .pth (with --data-dir); "
               f"default: {DEFAULT_MODEL}")
 WORD_SPACE_HELP = ("'wordllama', or the fastText .bin/.vec the model was trained with "
                    "(lets typed tags outside the vocabulary be embedded)")
