@@ -166,7 +166,7 @@ def readme_table_paths(after: str) -> list[str]:
 
 
 def test_the_readme_layout_table_matches_the_tree():
-    listed = readme_table_paths("What is inside")
+    listed = readme_table_paths("## What is inside")
     assert [p for p in listed if not (ROOT / p).exists()] == []
     folders = [p.name + "/" for p in ROOT.iterdir()
                if p.is_dir() and not p.name.startswith((".", "build", "dist")) and any(p.rglob("*.py"))]
