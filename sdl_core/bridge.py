@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import WordSpaceError
-from .tags import normalize_tag
+from .tags import inflections, normalize_tag
 from .vocab import Vocabulary
 from .wordvec import WordLlamaSpace, WordSpace, load_word_space, unit_rows
 
@@ -60,27 +60,6 @@ class BridgeConfig:
     def __post_init__(self) -> None:
         if not (self.ridge > 0 and self.width > 0 and self.linear >= 0 and self.rbf >= 0):
             raise WordSpaceError(f"bridge settings out of range (need ridge, width > 0; linear, rbf >= 0): {self}")
-
-
-def inflections(word: str) -> list[str]:
-    """English singular and plural candidates of a word (crude rules: only forms the
-    table has are used, and then only beside the bridged vector)."""
-    if len(word) < 3 or not word.isalpha():
-        return []
-    forms = []
-    if word.endswith("ies"):
-        forms.append(word[:-3] + "y")
-    if word.endswith(("ses", "xes", "zes", "ches", "shes")):
-        forms.append(word[:-2])
-    if word.endswith("s") and not word.endswith("ss"):
-        forms.append(word[:-1])
-    if word.endswith("y") and word[-2] not in "aeiou":
-        forms.append(word[:-1] + "ies")
-    elif word.endswith(("s", "x", "z", "ch", "sh")):
-        forms.append(word + "es")
-    else:
-        forms.append(word + "s")
-    return forms
 
 
 def capitalise(text: str) -> str:

@@ -8,6 +8,7 @@ the description and measured quality) points at :func:`build`.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -79,8 +80,12 @@ def build_default_model() -> ConSEModel:
 
 
 def default_vocabulary(space: WordSpace) -> Vocabulary:
-    """Photo tags people use (cleaned NUS-WIDE tag words, tools/default_vocabulary.py); unseen per ``unseen.txt``."""
-    return Vocabulary.from_text_file(VOCABULARY, space, unseen_path=UNSEEN)
+    """Photo tags people use (cleaned NUS-WIDE tag words, tools/default_vocabulary.py); unseen per ``unseen.txt``.
+
+    The classifier's 1,000 ImageNet class names are its trained names: a typed "espresso" or
+    "tripod" is seen although the photo vocabulary does not list it."""
+    vocab = Vocabulary.from_text_file(VOCABULARY, space, unseen_path=UNSEEN)
+    return dataclasses.replace(vocab, trained_names=frozenset(class_names()))
 
 
 @functools.lru_cache(maxsize=1)

@@ -154,7 +154,6 @@ class Tagger:
             word_space = TableSpace(self.config.word_space, vocabulary.tags, vocabulary.vectors)
         check_word_space(word_space, self.config.word_space.name, self.config.d, vocabulary)
         self.word_space = word_space
-        self._seen = set(vocabulary.seen_tags)
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
         if isinstance(optimize, InferenceOptions):
             options = optimize
@@ -205,7 +204,7 @@ class Tagger:
                                 f"{missing[:10]}")
         # built per request without re-validating the base vocabulary: this is the hot path
         tags = base.tags + added
-        seen = np.concatenate([base.seen, np.array([t in self._seen for t in added], dtype=bool)])
+        seen = np.concatenate([base.seen, np.array([self.vocabulary.is_seen(t) for t in added], dtype=bool)])
         typed_set = set(typed)
         typed_flags = np.array([t in typed_set for t in tags], dtype=bool)
         base_approx = np.zeros(len(base), bool) if base is self.vocabulary else self.word_space.approximate(base.tags)

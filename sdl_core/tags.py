@@ -73,3 +73,24 @@ def parse_tags(text: str | None, max_tags: int = MAX_TAGS) -> list[str]:
     if len(text) > MAX_TAG_TEXT:
         raise TagInputError(f"tag text is {len(text):,} characters long; the limit is {MAX_TAG_TEXT:,}")
     return clean_tags(_SEPARATORS.split(text), max_tags=max_tags)
+
+
+def inflections(word: str) -> list[str]:
+    """English singular and plural candidates of a one-word tag (crude rules: callers use only
+    the forms they find in a list they trust: a word table, a model's trained names)."""
+    if len(word) < 3 or not word.isalpha():
+        return []
+    forms = []
+    if word.endswith("ies"):
+        forms.append(word[:-3] + "y")
+    if word.endswith(("ses", "xes", "zes", "ches", "shes")):
+        forms.append(word[:-2])
+    if word.endswith("s") and not word.endswith("ss"):
+        forms.append(word[:-1])
+    if word.endswith("y") and word[-2] not in "aeiou":
+        forms.append(word[:-1] + "ies")
+    elif word.endswith(("s", "x", "z", "ch", "sh")):
+        forms.append(word + "es")
+    else:
+        forms.append(word + "s")
+    return forms

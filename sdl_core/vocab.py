@@ -10,20 +10,27 @@ import numpy as np
 from .errors import VocabularyError
 from .files import read_bytes
 from .safe_pickle import safe_load_pickle
-from .tags import normalize_tag
+from .tags import inflections, normalize_tag
 from .wordvec import WordSpace, unit_rows
 
 
 @dataclass
 class Vocabulary:
-    """``tags[i]`` has unit vector ``vectors[i]``; ``seen[i]`` marks training tags."""
+    """``tags[i]`` has unit vector ``vectors[i]``; ``seen[i]`` marks training tags.
+
+    ``trained_names``: words the model was trained on beyond the listed tags (the default
+    model's ImageNet class names, which its photo vocabulary leaves out): a typed tag among
+    them, or whose singular or plural is, is seen too.
+    """
 
     tags: list[str]
     vectors: np.ndarray
     seen: np.ndarray
+    trained_names: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.tags = [normalize_tag(t) for t in self.tags]
+        self.trained_names = frozenset(normalize_tag(t) for t in self.trained_names)
         self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
         self.seen = np.asarray(self.seen, dtype=bool).reshape(-1)
         n = len(self.tags)
@@ -48,6 +55,17 @@ class Vocabulary:
     def index(self, tag: str) -> int | None:
         return self._index.get(normalize_tag(tag))
 
+    def is_seen(self, tag: str) -> bool:
+        """Whether the model was trained on ``tag``: a seen tag of the list, or one of the
+        trained names (the last word of a phrase also in its singular or plural)."""
+        tag = normalize_tag(tag)
+        row = self._index.get(tag)
+        if row is not None:
+            return bool(self.seen[row])
+        head, _, last = tag.rpartition(" ")
+        prefix = f"{head} " if head else ""
+        return any(form in self.trained_names for form in [tag, *(prefix + f for f in inflections(last))])
+
     @property
     def seen_tags(self) -> list[str]:
         return [t for t, s in zip(self.tags, self.seen) if s]
@@ -59,7 +77,7 @@ class Vocabulary:
     def select(self, tags: Iterable[str]) -> "Vocabulary":
         """The sub-vocabulary of ``tags`` (all must be present)."""
         idx = [self._index[normalize_tag(t)] for t in tags]
-        return Vocabulary([self.tags[i] for i in idx], self.vectors[idx], self.seen[idx])
+        return Vocabulary([self.tags[i] for i in idx], self.vectors[idx], self.seen[idx], self.trained_names)
 
     @classmethod
     def from_tags(cls, tags: Sequence[str], space: WordSpace, seen: Iterable[str] | bool = False) -> "Vocabulary":

@@ -59,6 +59,14 @@ def test_vocabulary_and_seen_flags(tagger):
     assert tagger.config.extra["max_tag_cosine"] < 1  # the default shows no near-duplicates
 
 
+def test_typed_imagenet_class_names_are_seen_though_not_listed(tagger):
+    """The photo vocabulary leaves out the 1,000 class names, yet the classifier was trained on them."""
+    assert "espresso" not in tagger.vocabulary and "tripod" not in tagger.vocabulary
+    result = tagger.tag(COFFEE, extra_tags=["espresso", "tripods", "lake"], top_k=3)
+    seen = {t.tag: t.seen for t in result.typed}
+    assert seen == {"espresso": True, "tripods": True, "lake": False}
+
+
 def test_coffee_photo_gets_coffee_tags(tagger):
     top5 = [t.tag for t in tagger.tag(COFFEE, top_k=5)]
     assert top5[0] in COFFEE_LIKE, top5

@@ -81,3 +81,13 @@ def test_vocabulary_rejects_inconsistent_parts():
         Vocabulary(["a", "b"], np.zeros((3, 4)), np.array([True, True]))
     with pytest.raises(VocabularyError, match="duplicate"):
         Vocabulary(["a", "A"], np.zeros((2, 4)), np.array([True, True]))
+
+
+def test_trained_names_make_typed_words_seen_in_any_number():
+    vectors = np.eye(3, dtype=np.float32)
+    vocab = Vocabulary(["sky", "dog", "Beach"], vectors, np.array([False, True, False]),
+                       trained_names=frozenset({"Espresso", "tabby cat", "box"}))
+    assert vocab.is_seen("dog") and not vocab.is_seen("sky") and not vocab.is_seen("beach")
+    assert vocab.is_seen("espresso") and vocab.is_seen("*Espressos*") and vocab.is_seen("boxes")
+    assert vocab.is_seen("tabby cats") and not vocab.is_seen("tabby") and not vocab.is_seen("latte")
+    assert vocab.select(["sky"]).trained_names == vocab.trained_names
