@@ -25,6 +25,7 @@ from sdl_core.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, add_model_args
 from sdl_core.registry import DEFAULT_MODEL
 
 from .cache import CACHE_MAX_AGE_S
+from .memory import cap_malloc_arenas, start_trimmer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def _build(build_app: Callable, args: argparse.Namespace, env: Mapping[str, str]
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
     args = build_parser(env).parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cap_malloc_arenas()  # before gradio and torch start their threads
     from sdl_core.errors import SDLError  # gradio is imported after the flags are known to be fine
 
     from .app import build_app, launch
@@ -121,5 +123,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     except KeyboardInterrupt:
         app.close()
         return EXIT_INTERRUPTED
+    start_trimmer()
     app.block_thread()
     return 0
