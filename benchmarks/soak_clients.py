@@ -79,10 +79,15 @@ def first_tag(table: str) -> str | None:
     return html.unescape(match.group(1)) if match else None
 
 
+def shown_rows(table: str) -> int:
+    """Rows of the top-k table (the typed tags outside the top k follow in a table of their own)."""
+    return table.split('<p class="sdl-outside-title"')[0].count('<td class="tag">')
+
+
 def check_table(result, top_k: int) -> str:
     """'' when a /tag result fits its request, else what is wrong."""
     table, json_file, maps, *_rest, sidecar = result
-    rows = table.count('<td class="tag">')
+    rows = shown_rows(table)
     if not 1 <= rows <= top_k:
         return f"{rows} rows for top-k {top_k}"
     if HTML in table:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.soak import Server
+from benchmarks.soak_clients import shown_rows
 from demo.app import MAX_TOP_K
 from sdl_core.tags import MAX_TAGS
 from tests.core.test_bad_images import CASES, write_case
@@ -112,9 +113,9 @@ def run_one(client, req: Request, files: dict[str, Path], model: str, deadline: 
 def check_result(req: Request, result) -> str:
     """'' if the answer of a good request is right, else what is wrong."""
     table, _json_file, maps, choice, tag_maps, _xmp_file = result
-    rows = re.findall(r'<td class="tag">', table)
-    if not 1 <= len(rows) <= req.top_k:
-        return f"table has {len(rows)} rows for top-k {req.top_k}"
+    rows = shown_rows(table)
+    if not 1 <= rows <= req.top_k:
+        return f"table has {rows} rows for top-k {req.top_k}"
     if HTML in table:
         return "typed HTML reached the page unescaped"
     if req.name == "html_tag" and "&lt;script&gt;" not in table:
