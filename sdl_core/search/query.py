@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import TagInputError
-from ..scoring import score_tags
+from ..scoring import score_tags, top_k_indices
 from ..tags import clean_tags
 from ..vocab import Vocabulary
 from ..wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
@@ -134,16 +134,9 @@ def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int
 
 
 def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Rows of the n best scores; ties at the cut go to the lower rows (paths are sorted,
-    so the result never depends on topk's tie order)."""
-    n = min(max(1, n), scores.shape[0])
-    values, rows = torch.topk(scores, n)
-    cut = values[-1]
-    if int((scores == cut).sum()) == int((values == cut).sum()):
-        return rows  # no tie straddles the cut (the usual case): topk's rows are the answer
-    above = torch.nonzero(scores > cut).flatten()
-    tied = torch.nonzero(scores == cut).flatten()[: n - above.numel()]
-    return torch.cat([above, tied])
+    """Rows of the n best scores, best first; ties go to the lower rows (paths are sorted, so
+    the result never depends on topk's tie order): the ranking's own rule, :func:`top_k_indices`."""
+    return top_k_indices(scores, min(max(1, n), scores.shape[0]))
 
 
 def _hits(index: SearchIndex, rows: torch.Tensor, w: torch.Tensor, tags: list[str], mode: str) -> list[SearchHit]:
