@@ -11,6 +11,7 @@ to what is really in use. Elsewhere than glibc both calls are skipped.
 from __future__ import annotations
 
 import ctypes
+import functools
 import ctypes.util
 import logging
 import os
@@ -24,7 +25,9 @@ M_ARENA_MAX = -8
 ARENAS = 2
 
 
+@functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL | None:
+    """glibc, looked up once (``find_library`` runs ``ldconfig``); None elsewhere."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None

@@ -24,7 +24,7 @@ def test_an_explicit_malloc_arena_max_wins(monkeypatch):
 
 def test_without_glibc_nothing_is_called(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.setattr(memory, "_libc", lambda: None)
+    monkeypatch.setattr(memory, "_libc", lambda: None)  # the cached lookup is replaced, not cleared
     assert memory.cap_malloc_arenas() is False and memory.trim_free_memory() is False
     stop = memory.start_trimmer(0.01)
     stop.set()
