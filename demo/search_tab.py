@@ -153,6 +153,8 @@ def notes_markdown(result: SearchResult, failed: Sequence[tuple[str, str]]) -> s
     lines = [f"Searched {result.searched} photos for {', '.join(_md(t) for t in result.tags)} "
              f"(mode **{result.mode}**: " + ("every tag must fit" if result.mode == "all" else "any tag may fit")
              + f"); showing {len(result.hits)}."]
+    if result.approximate:
+        lines.append(f"Large collection: the approximate index named {result.scored} candidates, scored exactly.")
     if result.not_in_vocabulary:
         lines.append("Not in vocabulary (no word vector, ignored): "
                      + ", ".join(_md(t) for t in result.not_in_vocabulary))

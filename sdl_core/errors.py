@@ -37,6 +37,10 @@ class XmpError(SDLError):
     """XMP keywords could not be written: a read-only folder, malformed existing XMP, ..."""
 
 
+class SearchIndexError(SDLError):
+    """A photo search index is missing, corrupt, or belongs to another model or folder."""
+
+
 class StorageError(SDLError):
     """A file could not be written (disk full, read-only, no permission, or another
     process is writing it); nothing half-written is left behind."""

@@ -24,9 +24,13 @@ log = logging.getLogger(__name__)
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """``index`` and ``search``."""
     from ..search import DEFAULT_INDEX_NAME, MODES
+    from ..search.ann import DEFAULT_MIN_PHOTOS, MIN_PHOTOS_ENV
     idx = sub.add_parser("index", help="index a folder of photos for tag search",
                          description="Compute every photo's principal vectors once and store them in an index. "
-                                     "Re-running updates only new or changed photos; removed photos drop out.")
+                                     "Re-running updates only new or changed photos; removed photos drop out. "
+                                     f"From {DEFAULT_MIN_PHOTOS:,} photos on (${MIN_PHOTOS_ENV} sets another "
+                                     "number) it also writes an approximate index beside it (INDEX.ann), which "
+                                     "`search` then uses: only its candidates are scored.")
     idx.add_argument("folder", metavar="FOLDER")
     add_model_args(idx)
     idx.set_defaults(model=None)
@@ -96,6 +100,10 @@ def _index_locked(args: argparse.Namespace, folder: Path, out: Path) -> int:
         print(f"unreadable: {path}: {message}", file=sys.stderr)
     print(f"{out}: {len(index)} photos ({len(report.added)} added, {len(report.updated)} updated, "
           f"{len(report.removed)} removed, {report.unchanged} unchanged, {len(report.failed)} unreadable)")
+    if index.ann is not None:
+        from ..search.ann import sidecar_path
+        print(f"{sidecar_path(out)}: approximate index of {index.ann.entries} vectors (searches score only its "
+              "candidates)")
     if report.interrupted:
         print("interrupted: the photos done so far are saved; run the same command again to finish",
               file=sys.stderr)
@@ -114,7 +122,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     space = query_space(index, args.word_space)
     start = time.perf_counter()
     result = search(index, tags, space, top_n=args.top_n, mode=args.mode)
-    log.info("searched %d photos in %.1f ms", result.searched, 1000 * (time.perf_counter() - start))
+    log.info("searched %d photos (%s, %d scored) in %.1f ms", result.searched,
+             "approximate" if result.approximate else "exact", result.scored, 1000 * (time.perf_counter() - start))
     if args.json:
         json.dump(result.to_dict(), sys.stdout, ensure_ascii=False, indent=2)
         print()

@@ -3,7 +3,8 @@
 A photo's score for a tag is the model's own tag score, ``reduce_k <A_k, w_tag>``
 (``reduce`` = the model's reduction, ``max`` for SDL; :func:`sdl_core.scoring.score_tags`).
 Several tags combine as ``all`` = the *minimum* over tags (a photo ranks high only if
-every tag fits) or ``any`` = the *maximum* (one fitting tag is enough).
+every tag fits) or ``any`` = the *maximum* (one fitting tag is enough). An index with an
+approximate part (:mod:`.ann`) scores only the candidates it names, with the same rule.
 """
 from __future__ import annotations
 
@@ -46,15 +47,21 @@ class SearchHit:
 
 @dataclass
 class SearchResult:
+    """``searched``: photos in the index; ``scored``: photos scored exactly (all of them,
+    or the approximate index's candidates when ``approximate``)."""
+
     hits: list[SearchHit]
     tags: list[str]
     not_in_vocabulary: list[str]
     mode: str
     searched: int
+    approximate: bool = False
+    scored: int = 0
 
     def to_dict(self) -> dict:
         return {"tags": self.tags, "mode": self.mode, "not_in_vocabulary": self.not_in_vocabulary,
-                "searched": self.searched, "results": [h.to_dict() for h in self.hits]}
+                "searched": self.searched, "approximate": self.approximate, "scored": self.scored,
+                "results": [h.to_dict() for h in self.hits]}
 
 
 def query_space(index: SearchIndex, word_space: str | Path | WordSpace | None = None) -> WordSpace:
@@ -95,10 +102,11 @@ def embed_query(tags: Iterable[str], vocabulary: Vocabulary, space: WordSpace
 
 
 def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str) -> torch.Tensor:
-    """(N, T) score of every photo for every tag: reduce_k <A_k, w_t>, in blocks."""
+    """(N, T) score of every photo for every tag: reduce_k <A_k, w_t>, in float32 blocks."""
     out = torch.empty(vectors.shape[0], tag_vectors.shape[0])
     for start in range(0, vectors.shape[0], SEARCH_CHUNK):
-        out[start:start + SEARCH_CHUNK] = score_tags(vectors[start:start + SEARCH_CHUNK], tag_vectors, reduction)[0]
+        block = vectors[start:start + SEARCH_CHUNK].float()
+        out[start:start + SEARCH_CHUNK] = score_tags(block, tag_vectors, reduction)[0]
     return out
 
 
@@ -123,14 +131,18 @@ def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int
     if len(index) == 0:
         return SearchResult([], found, missing, mode, 0)
     w = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    if index.reduction == "mean":  # exact shortcut: the mean over k is linear
-        per_tag = index.mean_vectors() @ w.t()
+    if index.ann is not None:
+        rows = torch.from_numpy(np.sort(index.rows_of(index.ann.candidates(w.numpy(), top_n, mode))))
+        per_tag = tag_scores(index.vectors[rows], w, index.reduction)
+    elif index.reduction == "mean":  # exact shortcut: the mean over k is linear
+        rows, per_tag = None, index.mean_vectors() @ w.t()
     else:
-        per_tag = tag_scores(index.vectors, w, index.reduction)
+        rows, per_tag = None, tag_scores(index.vectors, w, index.reduction)
     combined, _ = combine(per_tag, mode)
-    hits = _hits(index, top_rows(combined, top_n), w, found, mode)
+    best = top_rows(combined, top_n) if len(combined) else torch.zeros(0, dtype=torch.long)
+    hits = _hits(index, best if rows is None else rows[best], w, found, mode)
     hits.sort(key=lambda h: (-h.score, h.path))
-    return SearchResult(hits, found, missing, mode, len(index))
+    return SearchResult(hits, found, missing, mode, len(index), index.ann is not None, len(combined))
 
 
 def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -140,7 +152,7 @@ def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _hits(index: SearchIndex, rows: torch.Tensor, w: torch.Tensor, tags: list[str], mode: str) -> list[SearchHit]:
-    scores, winners = score_tags(index.vectors[rows], w, index.reduction)  # (n, T) each
+    scores, winners = score_tags(index.vectors[rows].float(), w, index.reduction)  # (n, T) each
     combined, decider = combine(scores, mode)
     out = []
     for j, row in enumerate(rows.tolist()):

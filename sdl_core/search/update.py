@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..factory import resolve
+from .ann import ApproxIndex, min_photos
 from .index import (FileEntry, ModelIdentity, SearchIndex, SearchIndexError, as_stored, model_identity,
                     weights_fingerprint)
 
@@ -92,7 +94,9 @@ def update_index(root: str | Path, tagger: "Tagger", index: SearchIndex | None =
 
     Unreadable files are reported in the result, not raised. Ctrl-C stops early and
     returns what is done (``report.interrupted``), so the caller can save it.
-    ``progress(done, total)`` is called after each batch.
+    ``progress(done, total)`` is called after each batch. From :func:`.ann.min_photos`
+    photos on, the result has an approximate part: ``index``'s, updated in place (it moves
+    to the result), or a new one.
     """
     root = Path(root).resolve()
     identity = model_identity(tagger, source, data_dir)
@@ -118,16 +122,41 @@ def update_index(root: str | Path, tagger: "Tagger", index: SearchIndex | None =
     for entry in new_entries:
         (report.updated if entry.path in old else report.added).append(entry.path)
     cfg = tagger.config
-    kept = index.vectors[keep_rows] if index is not None and keep_rows else torch.zeros(0, cfg.k, cfg.d)
-    vectors = torch.cat([kept] + new_vectors) if new_vectors else kept
+    kept = index.vectors[keep_rows] if index is not None and keep_rows else torch.zeros(0, cfg.k, cfg.d).half()
+    vectors = _joined([kept] + new_vectors)
     entries = keep_entries + new_entries
+    next_id = index.next_id if index is not None else 0
+    kept_ids = index.ids[keep_rows] if index is not None else np.zeros(0, np.int64)
+    ids = np.concatenate([kept_ids, np.arange(next_id, next_id + len(new_entries), dtype=np.int64)])
     order = sorted(range(len(entries)), key=lambda j: entries[j].path)
     result = SearchIndex(root, identity, [entries[j] for j in order], vectors[order].contiguous(),
                          tagger.vocabulary, word_space_source or (index.word_space_source if index else None),
-                         list(report.failed))
+                         list(report.failed), ids[order], next_id + len(new_entries))
+    result.ann = _approximate_part(index, result, keep_rows, int(next_id))
     log.info("indexed %s: %d added, %d updated, %d removed, %d unchanged, %d unreadable", root, len(report.added),
              len(report.updated), len(report.removed), report.unchanged, len(report.failed))
     return result, report
+
+
+def _joined(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """One (N, K, D) tensor as stored: float16, or float32 when any block needs it."""
+    dtype = torch.float32 if any(b.dtype == torch.float32 for b in blocks) else torch.float16
+    return torch.cat([b.to(dtype) for b in blocks])
+
+
+def _approximate_part(old: SearchIndex | None, new: SearchIndex, keep_rows: list[int],
+                      first_new_id: int) -> ApproxIndex | None:
+    """The approximate part a large index needs: the old one updated (photos that left or
+    changed out, new ones in), or built afresh; None below the size that needs one."""
+    if len(new) < min_photos():
+        return None
+    assert new.ids is not None
+    if old is None or old.ann is None:
+        return ApproxIndex.build(new.vectors, new.ids, new.reduction)
+    assert old.ids is not None
+    gone = np.delete(old.ids, keep_rows)
+    added = np.flatnonzero(new.ids >= first_new_id)
+    return old.ann.updated(new.vectors, new.ids, new.reduction, gone, added)
 
 
 def _encode_entries(root: Path, todo: list[FileEntry], tagger: "Tagger", batch_size: int, report: UpdateReport,
@@ -145,7 +174,7 @@ def _encode_entries(root: Path, todo: list[FileEntry], tagger: "Tagger", batch_s
                 else:
                     report.failed.append((entry.path, str(error)))
             if encoded is not None:
-                done_vectors.append(as_stored(encoded.vectors).float())  # as saved: in memory == on disk
+                done_vectors.append(as_stored(encoded.vectors))  # as saved: in memory == on disk
             done += len(loaded)
             if progress is not None:
                 progress(done, len(todo))
