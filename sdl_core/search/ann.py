@@ -10,10 +10,10 @@ candidates is approximate.
   vectors name its candidate photos.
 - mean over K: a photo's mean vector is its entry (id = photo id); <mean_k A_k, w> is the score.
 - ``all`` with several tags: a photo in the answer fits every tag, so it is among the photos
-  each tag likes best. Each tag reads far more entries (:data:`DEPTH_ALL`; an inverted file
-  does that at almost no extra cost: the time goes into scanning the lists), their 8-bit
-  scores estimate every photo's weakest tag, and the :data:`FOR_ALL` best estimates are
-  re-scored. Mean models ask with the sum of the tags instead, which is exact in the first
+  each tag likes best, but deep among them. Each tag reads every entry of the lists it
+  scans (an inverted file gives them at no extra cost: the time goes into the scan), their
+  8-bit scores estimate every photo's weakest tag, and the :data:`FOR_ALL` best estimates
+  are re-scored. Mean models ask with the sum of the tags instead, which is exact in the first
   stage: a photo's sum of scores is at least T times its weakest score.
 
 The entries are grouped into ~2 sqrt(n) lists around k-means centroids; a query scans the
@@ -34,7 +34,6 @@ every vector, and the next ``index`` run rebuilds it).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -42,7 +41,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -61,11 +60,10 @@ ANN_VERSION = "1"
 MIN_PHOTOS_ENV = "SDL_TAGGER_ANN_MIN_PHOTOS"
 DEFAULT_MIN_PHOTOS = 50_000
 #: Lists scanned per tag (at least), entries scanned per tag (at least), candidates per tag (at
-#: least; 4 per photo asked for); for ``all``: entries read per tag, and candidates kept.
+#: least; 4 per photo asked for), and for ``all`` the candidates by estimated weakest tag.
 NPROBE = 16
 MIN_SCAN = 20_000
 PER_TAG = 80
-DEPTH_ALL = 10_000
 FOR_ALL = 400
 #: Training points per list (FAISS wants at least 39) and k-means rounds.
 TRAIN_PER_LIST = 40
@@ -122,15 +120,12 @@ def _entries(block: torch.Tensor, reduction: str) -> np.ndarray:
     return _padded((block.reshape(-1, block.shape[2]) if reduction == "max" else block.mean(dim=1)).numpy())
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def _threads(count: int) -> Any:
+    """FAISS, set to use ``count`` threads: every core to build, one to search (set each time,
+    never saved and restored, so two threads searching at once cannot leave a wrong count)."""
     faiss = _faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    faiss.omp_set_num_threads(count)
+    return faiss
 
 
 def _entry_ids(ids: np.ndarray, k: int, reduction: str) -> np.ndarray:
@@ -146,7 +141,7 @@ def _training_rows(vectors: torch.Tensor, reduction: str, count: int) -> np.ndar
 
 
 def _new_index(vectors: torch.Tensor, reduction: str) -> "faiss.Index":
-    faiss = _faiss()
+    faiss = _threads(os.cpu_count() or 1)
     n, k, dim = vectors.shape
     entries = n * (k if reduction == "max" else 1)
     lists = list_count(entries)
@@ -197,6 +192,7 @@ class ApproxIndex:
     def add(self, vectors: torch.Tensor, ids: np.ndarray) -> None:
         """Entries for photos ``ids`` with (n, K, D) principal vectors."""
         self.token = None
+        _threads(os.cpu_count() or 1)
         for start in range(0, len(ids), _ADD_CHUNK):
             self.index.add_with_ids(_entries(vectors[start:start + _ADD_CHUNK], self.reduction),
                                     _entry_ids(ids[start:start + _ADD_CHUNK], self.k, self.reduction))
@@ -213,19 +209,18 @@ class ApproxIndex:
     def candidates(self, tag_vectors: np.ndarray, top_n: int, mode: str) -> np.ndarray:
         """Ids of the photos worth re-scoring for (T, D) tag vectors: each tag's best photos,
         and for ``all`` with several tags those whose weakest tag scores best (estimated)."""
-        faiss = _faiss()
-        ivf = faiss.extract_index_ivf(self.index)
+        ivf = _threads(1).extract_index_ivf(self.index)
         ivf.nprobe = min(ivf.nlist, max(NPROBE, math.ceil(MIN_SCAN * ivf.nlist / max(1, self.entries))))
         queries = _padded(tag_vectors)
         per_tag, keep = max(PER_TAG, 4 * top_n), max(FOR_ALL, 10 * top_n)
-        with _one_thread():
-            if mode != "all" or len(queries) == 1:
-                picked = [self._search(queries, per_tag)[1]]
-            elif self.reduction == "mean":  # <m, sum_t w_t> = sum_t <m, w_t> >= T * min_t <m, w_t>
-                picked = [self._search(queries, per_tag)[1], self._search(queries.sum(axis=0, keepdims=True), keep)[1]]
-            else:
-                scores, found = self._search(queries, DEPTH_ALL)
-                picked = [found[:, :per_tag], _weakest_best(scores, found, self.per_photo, keep) * self.per_photo]
+        if mode != "all" or len(queries) == 1:
+            picked = [self._search(queries, per_tag)[1]]
+        elif self.reduction == "mean":  # <m, sum_t w_t> = sum_t <m, w_t> >= T * min_t <m, w_t>
+            picked = [self._search(queries, per_tag)[1], self._search(queries.sum(axis=0, keepdims=True), keep)[1]]
+        else:  # every entry of the lists scanned, as (photo, estimated score) per tag
+            lims, scores, found = self.index.range_search(queries, float(np.finfo(np.float32).min))
+            lists = [(found[a:b] // self.per_photo, scores[a:b]) for a, b in zip(lims[:-1], lims[1:])]
+            return _weakest_best(lists, per_tag, keep)
         ids = np.concatenate([p.reshape(-1) for p in picked])
         return np.unique(ids[ids >= 0] // self.per_photo)
 
@@ -297,19 +292,25 @@ class ApproxIndex:
                    int(header.get("removed", 0)), header["token"])
 
 
-def _weakest_best(scores: np.ndarray, found: np.ndarray, per_photo: int, count: int) -> np.ndarray:
-    """The ``count`` photos whose weakest tag scores best, from each tag's (T, depth) best
-    entries and their estimated scores (best first). A photo missing from a tag's entries
-    counts with that tag's last score (the most it can have there)."""
-    lists = [(f[f >= 0] // per_photo, s[f >= 0]) for s, f in zip(scores, found)]
-    photos = np.unique(np.concatenate([p for p, _ in lists]))
+def _weakest_best(lists: list[tuple[np.ndarray, np.ndarray]], per_tag: int, count: int) -> np.ndarray:
+    """Photos worth re-scoring for ``all``, from each tag's (photo, estimated score) entries:
+    each tag's ``per_tag`` best photos and the ``count`` photos whose weakest tag scores best.
+    A photo missing from a tag's entries counts with that tag's lowest score there."""
+    photos, inverse = np.unique(np.concatenate([p for p, _ in lists]), return_inverse=True)
     table = np.empty((len(photos), len(lists)), np.float32)
-    for t, (p, s) in enumerate(lists):
-        table[:, t] = s[-1] if len(s) else -np.inf
-        first, at = np.unique(p, return_index=True)  # entries come best first: a photo's first is its best
-        table[np.searchsorted(photos, first), t] = s[at]
-    weakest = table.min(axis=1)
-    return photos[np.argsort(-weakest, kind="stable")[:count]]
+    for t, (_, scores) in enumerate(lists):
+        table[:, t] = scores.min() if len(scores) else -np.inf
+    tag_of = np.repeat(np.arange(len(lists)), [len(p) for p, _ in lists])
+    np.maximum.at(table, (inverse, tag_of), np.concatenate([s for _, s in lists]))  # a photo's best entry
+    picked = [_best_rows(table.min(axis=1), count)] + [_best_rows(table[:, t], per_tag) for t in range(len(lists))]
+    return np.unique(photos[np.concatenate(picked)])
+
+
+def _best_rows(values: np.ndarray, count: int) -> np.ndarray:
+    """Rows of the ``count`` largest values (in no order)."""
+    if count >= len(values):
+        return np.arange(len(values))
+    return np.argpartition(-values, count)[:count]
 
 
 def _header_or_none(path: Path) -> dict[str, Any]:
