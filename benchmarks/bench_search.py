@@ -100,6 +100,7 @@ def bench_shape(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     index.save(path)
     save_s = time.perf_counter() - start
     del index, vectors, ann
+    search_process = search_process_mb(path, [world.tags[0]])  # before this process loads it again
     start = time.perf_counter()
     index = load_index(path)
     load_s = time.perf_counter() - start
@@ -113,7 +114,7 @@ def bench_shape(name: str, args: argparse.Namespace, workdir: Path) -> dict:
                  "index_bytes": path.stat().st_size, "ann_bytes": sidecar_path(path).stat().st_size,
                  "rss_mb_built": round(rss_built), "rss_mb_loaded": round(rss_loaded)}
     row["bytes_per_photo"] = round((row["index_bytes"] + row["ann_bytes"]) / args.photos)
-    row["rss_mb_search_process"] = round(search_process_mb(path, [world.tags[0]]))
+    row["rss_mb_search_process"] = round(search_process)
     for case, size, mode in CASES:
         times, exact_times, recalls, scored = [], [], [], []
         for tags in search_data.queries(world, args.queries, size):
@@ -141,6 +142,22 @@ def bench_shape(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     row["rss_mb_peak"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     for extra in (path, sidecar_path(path)):
         extra.unlink()
+    return row
+
+
+def bench_exact(name: str, photos: int, args: argparse.Namespace) -> dict:
+    """Exact search as a folder below the threshold has it (float32 in memory, every vector read)."""
+    k, dim, reduction = SHAPES[name]
+    world = search_data.world(dim, scenes=max(4, round(search_data.SCENES * photos / 1_000_000)))
+    vectors = torch.from_numpy(search_data.principal_vectors(photos, k, world, args.data)).float()
+    index = search_data.search_index(vectors, world, reduction, name=name)
+    space = search_data.query_space(index)
+    row: dict = {"photos": photos, "shape": f"K={k} D={dim} {reduction}", "key": f"exact-{name}"}
+    for case, size, mode in CASES:
+        times = [timed_search(index, tags, space, mode, args.repeats)[0]
+                 for tags in search_data.queries(world, min(args.queries, 10), size)]
+        row[f"median_ms_{case}"] = round(1000 * statistics.median(times), 2)
+    print(f"[exact {name} {photos:,}] {row}", file=sys.stderr, flush=True)
     return row
 
 
@@ -180,6 +197,8 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, help="scenes of the synthetic world (default: 300 per million)")
     parser.add_argument("--queries", type=int, default=30, help="queries per case (1 tag; 3 tags any; 3 tags all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per query")
+    parser.add_argument("--exact-sizes", type=int, nargs="*", default=[],
+                        help="also time exact search (float32, as below the threshold) at these photo counts")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--indexing", action="store_true", help="also index generated JPEGs with a real model")
     parser.add_argument("--model", default="default")
@@ -191,12 +210,13 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [bench_shape(name, args, Path(tmp)) for name in args.shapes]
+        exact = [bench_exact(name, photos, args) for name in args.shapes for photos in args.exact_sizes]
         indexing = bench_indexing(args.model, args.jpegs, args.batch_size, Path(tmp)) if args.indexing else None
     machine = {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average":
                [round(x, 1) for x in os.getloadavg()], "processor": platform.processor() or platform.machine(),
                "python": platform.python_version(), "wall_s": round(time.perf_counter() - started)}
     if args.json:
-        json.dump({"machine": machine, "rows": rows, "indexing": indexing}, sys.stdout, indent=2)
+        json.dump({"machine": machine, "rows": rows, "exact": exact, "indexing": indexing}, sys.stdout, indent=2)
         print()
         return 0
     print(" ".join(f"{k}={v}" for k, v in machine.items()))
@@ -206,6 +226,9 @@ def main() -> int:
               f"exact {row['exact_median_ms_1_tag']}), recall@20 any {row['recall_at_20_any']} all "
               f"{row['recall_at_20_all']}, build {row['build_s']} s, {row['bytes_per_photo']} bytes/photo, "
               f"RSS {row['rss_mb_search_process']} MB; targets met: {row['met']}")
+    for row in exact:
+        print(f"exact search, {row['shape']}, {row['photos']:,} photos: 1 tag {row['median_ms_1_tag']} ms, "
+              f"3 any {row['median_ms_3_tags_any']} ms, 3 all {row['median_ms_3_tags_all']} ms")
     if indexing:
         print(f"indexing: {indexing}")
     return 0

@@ -21,8 +21,9 @@ lists whose centroids fit the tag best: :data:`NPROBE` of them, or as many as ho
 :data:`MIN_SCAN` entries (a small index is scanned whole). Entries are stored as 8-bit
 scalars (one byte a coordinate, each dimension's range learnt at build time), padded with
 zeros to a multiple of 16 dimensions (FAISS's SIMD code needs that: D=300 scanned 8x slower
-unpadded). A query runs on one FAISS thread (a few tags gain nothing from more), and FAISS's
-idle threads sleep instead of spinning (:func:`_faiss`).
+unpadded). Each tag is its own FAISS query: FAISS runs a batch on OpenMP threads, which
+gains nothing for a few tags and took the CPU from torch's threads (FAISS's OpenMP calls
+reach torch's runtime, so setting FAISS's thread count would change torch's too).
 
 Photo ids stay the same across updates (the index file stores them), so an update removes
 the entries of removed or changed photos and adds those of new ones; the lists are learnt
@@ -120,14 +121,6 @@ def _entries(block: torch.Tensor, reduction: str) -> np.ndarray:
     return _padded((block.reshape(-1, block.shape[2]) if reduction == "max" else block.mean(dim=1)).numpy())
 
 
-def _threads(count: int) -> Any:
-    """FAISS, set to use ``count`` threads: every core to build, one to search (set each time,
-    never saved and restored, so two threads searching at once cannot leave a wrong count)."""
-    faiss = _faiss()
-    faiss.omp_set_num_threads(count)
-    return faiss
-
-
 def _entry_ids(ids: np.ndarray, k: int, reduction: str) -> np.ndarray:
     ids = ids.astype(np.int64)
     return (ids[:, None] * k + np.arange(k)).reshape(-1) if reduction == "max" else ids
@@ -141,7 +134,7 @@ def _training_rows(vectors: torch.Tensor, reduction: str, count: int) -> np.ndar
 
 
 def _new_index(vectors: torch.Tensor, reduction: str) -> "faiss.Index":
-    faiss = _threads(os.cpu_count() or 1)
+    faiss = _faiss()
     n, k, dim = vectors.shape
     entries = n * (k if reduction == "max" else 1)
     lists = list_count(entries)
@@ -192,7 +185,6 @@ class ApproxIndex:
     def add(self, vectors: torch.Tensor, ids: np.ndarray) -> None:
         """Entries for photos ``ids`` with (n, K, D) principal vectors."""
         self.token = None
-        _threads(os.cpu_count() or 1)
         for start in range(0, len(ids), _ADD_CHUNK):
             self.index.add_with_ids(_entries(vectors[start:start + _ADD_CHUNK], self.reduction),
                                     _entry_ids(ids[start:start + _ADD_CHUNK], self.k, self.reduction))
@@ -209,24 +201,27 @@ class ApproxIndex:
     def candidates(self, tag_vectors: np.ndarray, top_n: int, mode: str) -> np.ndarray:
         """Ids of the photos worth re-scoring for (T, D) tag vectors: each tag's best photos,
         and for ``all`` with several tags those whose weakest tag scores best (estimated)."""
-        ivf = _threads(1).extract_index_ivf(self.index)
+        ivf = _faiss().extract_index_ivf(self.index)
         ivf.nprobe = min(ivf.nlist, max(NPROBE, math.ceil(MIN_SCAN * ivf.nlist / max(1, self.entries))))
         queries = _padded(tag_vectors)
         per_tag, keep = max(PER_TAG, 4 * top_n), max(FOR_ALL, 10 * top_n)
         if mode != "all" or len(queries) == 1:
-            picked = [self._search(queries, per_tag)[1]]
+            picked = [self._search(queries, per_tag)]
         elif self.reduction == "mean":  # <m, sum_t w_t> = sum_t <m, w_t> >= T * min_t <m, w_t>
-            picked = [self._search(queries, per_tag)[1], self._search(queries.sum(axis=0, keepdims=True), keep)[1]]
+            picked = [self._search(queries, per_tag), self._search(queries.sum(axis=0, keepdims=True), keep)]
         else:  # every entry of the lists scanned, as (photo, estimated score) per tag
-            lims, scores, found = self.index.range_search(queries, float(np.finfo(np.float32).min))
-            lists = [(found[a:b] // self.per_photo, scores[a:b]) for a, b in zip(lims[:-1], lims[1:])]
+            lists = []
+            for query in queries:
+                _, scores, found = self.index.range_search(query[None], float(np.finfo(np.float32).min))
+                lists.append((found // self.per_photo, scores))
             return _weakest_best(lists, per_tag, keep)
         ids = np.concatenate([p.reshape(-1) for p in picked])
         return np.unique(ids[ids >= 0] // self.per_photo)
 
-    def _search(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """(estimated scores, entry ids), (Q, count) each, best first; -1 pads missing entries."""
-        return self.index.search(queries, min(count, self.entries))
+    def _search(self, queries: np.ndarray, count: int) -> np.ndarray:
+        """Entry ids, (Q, count), best first; -1 pads missing entries. One query per call: FAISS
+        runs a batch on OpenMP threads, and those took the CPU from torch's between searches."""
+        return np.stack([self.index.search(query[None], min(count, self.entries))[1][0] for query in queries])
 
     def matches(self, photos: int) -> bool:
         """Whether it holds exactly ``photos`` photos (an index and its sidecar agree)."""

@@ -23,8 +23,10 @@ from ..wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
 from .index import SearchIndex
 
 MODES = ("any", "all")
-#: Photos scored per block: bounds the temporary memory of one query.
+#: Photos scored per block: bounds the temporary memory of one query. float16 vectors (an index
+#: with an approximate part) go in blocks small enough that their float32 copy stays in cache.
 SEARCH_CHUNK = 32_768
+FLOAT16_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,9 @@ def embed_query(tags: Iterable[str], vocabulary: Vocabulary, space: WordSpace
 def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str) -> torch.Tensor:
     """(N, T) score of every photo for every tag: reduce_k <A_k, w_t>, in float32 blocks."""
     out = torch.empty(vectors.shape[0], tag_vectors.shape[0])
-    for start in range(0, vectors.shape[0], SEARCH_CHUNK):
-        block = vectors[start:start + SEARCH_CHUNK].float()
-        out[start:start + SEARCH_CHUNK] = score_tags(block, tag_vectors, reduction)[0]
+    chunk = SEARCH_CHUNK if vectors.dtype == torch.float32 else FLOAT16_CHUNK
+    for start in range(0, vectors.shape[0], chunk):
+        out[start:start + chunk] = score_tags(vectors[start:start + chunk].float(), tag_vectors, reduction)[0]
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 
 from ..factory import resolve
 from .ann import ApproxIndex, min_photos
-from .index import (FileEntry, ModelIdentity, SearchIndex, SearchIndexError, as_stored, model_identity,
+from .index import (FileEntry, ModelIdentity, SearchIndex, SearchIndexError, as_stored, in_memory, model_identity,
                     weights_fingerprint)
 
 if TYPE_CHECKING:  # the Tagger pulls in timm: only index building needs it
@@ -133,6 +133,7 @@ def update_index(root: str | Path, tagger: "Tagger", index: SearchIndex | None =
                          tagger.vocabulary, word_space_source or (index.word_space_source if index else None),
                          list(report.failed), ids[order], next_id + len(new_entries))
     result.ann = _approximate_part(index, result, keep_rows, int(next_id))
+    result.vectors = in_memory(result.vectors, result.ann is not None)
     log.info("indexed %s: %d added, %d updated, %d removed, %d unchanged, %d unreadable", root, len(report.added),
              len(report.updated), len(report.removed), report.unchanged, len(report.failed))
     return result, report
@@ -140,8 +141,9 @@ def update_index(root: str | Path, tagger: "Tagger", index: SearchIndex | None =
 
 def _joined(blocks: list[torch.Tensor]) -> torch.Tensor:
     """One (N, K, D) tensor as stored: float16, or float32 when any block needs it."""
-    dtype = torch.float32 if any(b.dtype == torch.float32 for b in blocks) else torch.float16
-    return torch.cat([b.to(dtype) for b in blocks])
+    stored = [as_stored(b) for b in blocks]
+    dtype = torch.float32 if any(b.dtype == torch.float32 for b in stored) else torch.float16
+    return torch.cat([b.to(dtype) for b in stored])
 
 
 def _approximate_part(old: SearchIndex | None, new: SearchIndex, keep_rows: list[int],

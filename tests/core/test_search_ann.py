@@ -141,6 +141,7 @@ def test_small_indexes_stay_exact(folder: Path, tmp_path: Path, monkeypatch) -> 
     index.save(out)
     assert not sidecar_path(out).exists() and not search(load_index(out), ["red"],
                                                            search_data.query_space(index)).approximate
+    assert index.vectors.dtype == load_index(out).vectors.dtype == torch.float32  # what an exact scan reads fastest
     for bad in ("0", "-3", "many", "1e5"):
         monkeypatch.setenv(MIN_PHOTOS_ENV, bad)
         with pytest.raises(SearchIndexError, match=MIN_PHOTOS_ENV):
