@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import search_data  # noqa: E402
 from sdl_core.search import SearchIndex, load_index, search, update_index  # noqa: E402
 from sdl_core.search.ann import ApproxIndex, _new_index, list_count, sidecar_path  # noqa: E402
+from sdl_core.search.calibrate import calibrate  # noqa: E402
 from sdl_core.search.query import combine, embed_query, tag_scores, top_rows  # noqa: E402
 
 SHAPES = {"k3-d256-mean": (3, 256, "mean"), "k7-d300-max": (7, 300, "max")}
@@ -86,14 +87,16 @@ def bench_shape(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     vectors = search_data.principal_vectors(args.photos, k, world, args.data)
     generate_s = time.perf_counter() - start
     index = search_data.search_index(vectors, world, reduction, name=name)
-    start = time.perf_counter()  # ApproxIndex.build, in its two steps: learn the lists, add the entries
+    start = time.perf_counter()  # what `index` does, step by step: learn the lists, add the entries, check
     ann = ApproxIndex(k, dim, reduction, _new_index(index.vectors, reduction), 0)
     train_s = time.perf_counter() - start
     ann.add(index.vectors, index.ids)
     ann.trained_on = ann.entries
+    add_s = time.perf_counter() - start - train_s
+    calibrated = calibrate(ann, index.vectors, index.ids, index.vocabulary.vectors)
     index.ann = ann
     build_s = time.perf_counter() - start
-    lists = list_count(ann.entries)
+    lists, scan = list_count(ann.entries), ann.scan
     rss_built = rss_mb()
     path = workdir / f"{name}.safetensors"
     start = time.perf_counter()
@@ -109,7 +112,8 @@ def bench_shape(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     exact_index = dataclasses.replace(index, ann=None)
     row: dict = {"photos": args.photos, "shape": f"K={k} D={dim} {reduction}", "key": name, "data": args.data,
                  "scenes": scenes, "lists": lists, "generate_s": round(generate_s, 1),
-                 "build_s": round(build_s, 1), "train_s": round(train_s, 1),
+                 "build_s": round(build_s, 1), "train_s": round(train_s, 1), "add_s": round(add_s, 1),
+                 "scan": scan, "calibration_share": round(calibrated, 3),
                  "save_s": round(save_s, 1), "load_s": round(load_s, 1),
                  "index_bytes": path.stat().st_size, "ann_bytes": sidecar_path(path).stat().st_size,
                  "rss_mb_built": round(rss_built), "rss_mb_loaded": round(rss_loaded)}

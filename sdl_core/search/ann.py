@@ -18,7 +18,8 @@ candidates is approximate.
 
 The entries are grouped into ~2 sqrt(n) lists around k-means centroids; a query scans the
 lists whose centroids fit the tag best: :data:`NPROBE` of them, or as many as hold
-:data:`MIN_SCAN` entries (a small index is scanned whole). Entries are stored as 8-bit
+``scan`` entries (:data:`MIN_SCAN`, raised by :mod:`.calibrate` where the vectors need it; a
+small index is scanned whole). Entries are stored as 8-bit
 scalars (one byte a coordinate, each dimension's range learnt at build time), padded with
 zeros to a multiple of 16 dimensions (FAISS's SIMD code needs that: D=300 scanned 8x slower
 unpadded). Each tag is its own FAISS query: FAISS runs a batch on OpenMP threads, which
@@ -159,6 +160,7 @@ class ApproxIndex:
     trained_on: int  # entries when the lists were learnt
     removed: int = 0  # entries removed since
     token: str | None = None  # the sidecar it was read from, until it changes
+    scan: int = MIN_SCAN  # entries a query scans per tag (at least)
 
     @classmethod
     def build(cls, vectors: torch.Tensor, ids: np.ndarray, reduction: str) -> "ApproxIndex":
@@ -202,7 +204,7 @@ class ApproxIndex:
         """Ids of the photos worth re-scoring for (T, D) tag vectors: each tag's best photos,
         and for ``all`` with several tags those whose weakest tag scores best (estimated)."""
         ivf = _faiss().extract_index_ivf(self.index)
-        ivf.nprobe = min(ivf.nlist, max(NPROBE, math.ceil(MIN_SCAN * ivf.nlist / max(1, self.entries))))
+        ivf.nprobe = min(ivf.nlist, max(NPROBE, math.ceil(self.scan * ivf.nlist / max(1, self.entries))))
         queries = _padded(tag_vectors)
         per_tag, keep = max(PER_TAG, 4 * top_n), max(FOR_ALL, 10 * top_n)
         if mode != "all" or len(queries) == 1:
@@ -252,7 +254,8 @@ class ApproxIndex:
         token = secrets.token_hex(16)
         header = json.dumps({"format": ANN_FORMAT, "format_version": ANN_VERSION, "token": token, "k": self.k,
                              "dim": self.dim, "reduction": self.reduction, "trained_on": self.trained_on,
-                             "removed": self.removed, "library": f"faiss {faiss.__version__}"}).encode()
+                             "removed": self.removed, "scan": self.scan,
+                             "library": f"faiss {faiss.__version__}"}).encode()
         with atomic_write(path, "approximate search index") as tmp:
             with open(tmp, "wb") as out:
                 out.write(_MAGIC + len(header).to_bytes(8, "little") + header)
@@ -284,7 +287,7 @@ class ApproxIndex:
         if int(index.d) != int(header["dim"]) + -int(header["dim"]) % _SIMD_WIDTH:
             raise ValueError(f"{path.name}: entries are {index.d}-d, the manifest says {header['dim']}")
         return cls(int(header["k"]), int(header["dim"]), str(header["reduction"]), index, int(header["trained_on"]),
-                   int(header.get("removed", 0)), header["token"])
+                   int(header.get("removed", 0)), header["token"], int(header.get("scan", MIN_SCAN)))
 
 
 def _weakest_best(lists: list[tuple[np.ndarray, np.ndarray]], per_tag: int, count: int) -> np.ndarray:

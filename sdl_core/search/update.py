@@ -17,6 +17,7 @@ import torch
 
 from ..factory import resolve
 from .ann import ApproxIndex, min_photos
+from .calibrate import calibrate
 from .index import (FileEntry, ModelIdentity, SearchIndex, SearchIndexError, as_stored, in_memory, model_identity,
                     weights_fingerprint)
 
@@ -154,11 +155,14 @@ def _approximate_part(old: SearchIndex | None, new: SearchIndex, keep_rows: list
         return None
     assert new.ids is not None
     if old is None or old.ann is None:
-        return ApproxIndex.build(new.vectors, new.ids, new.reduction)
-    assert old.ids is not None
-    gone = np.delete(old.ids, keep_rows)
-    added = np.flatnonzero(new.ids >= first_new_id)
-    return old.ann.updated(new.vectors, new.ids, new.reduction, gone, added)
+        ann = ApproxIndex.build(new.vectors, new.ids, new.reduction)
+    else:
+        assert old.ids is not None
+        gone = np.delete(old.ids, keep_rows)
+        ann = old.ann.updated(new.vectors, new.ids, new.reduction, gone, np.flatnonzero(new.ids >= first_new_id))
+    if old is None or ann is not old.ann:  # built afresh: check it against exact search
+        calibrate(ann, new.vectors, new.ids, new.vocabulary.vectors)
+    return ann
 
 
 def _encode_entries(root: Path, todo: list[FileEntry], tagger: "Tagger", batch_size: int, report: UpdateReport,

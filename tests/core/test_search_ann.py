@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks import search_data
 from sdl_core.search import SearchIndexError, load_index, search, update_index
-from sdl_core.search import ann
 from sdl_core.search.ann import ANN_VERSION, MIN_PHOTOS_ENV, ApproxIndex, min_photos, sidecar_path
+from sdl_core.search.calibrate import TARGET, calibrate, exact_best
 from tests.core.test_search import color_tagger, solid
 
 WORLD = search_data.world(64, scenes=4)  # dense: every scene has hundreds of photos, as in a large collection
@@ -42,7 +42,7 @@ def synthetic(request):
 @pytest.mark.parametrize("size, mode", [(1, "any"), (3, "any"), (3, "all")])
 def test_recall_and_exact_scores(synthetic, size: int, mode: str, monkeypatch) -> None:
     import faiss
-    monkeypatch.setattr(ann, "MIN_SCAN", 3000)  # so that a query scans only some lists of this small index
+    monkeypatch.setattr(synthetic.ann, "scan", 3000)  # so that a query scans only some lists of this small index
     space = search_data.query_space(synthetic)
     exact_index = dataclasses.replace(synthetic, ann=None)
     recalls = []
@@ -62,6 +62,19 @@ def test_recall_and_exact_scores(synthetic, size: int, mode: str, monkeypatch) -
     lists = faiss.extract_index_ivf(synthetic.ann.index)
     assert lists.nprobe <= lists.nlist // 3
     assert np.mean(recalls) >= 0.95, recalls
+
+
+@pytest.mark.parametrize("kind, raised", [("tagged", False), ("isotropic", True)])
+def test_calibration_scans_more_where_vectors_do_not_cluster(kind: str, raised: bool) -> None:
+    index = search_data.search_index(search_data.principal_vectors(12_000, 3, WORLD, kind), WORLD, "max")
+    approx = ApproxIndex.build(index.vectors, index.ids, "max")
+    approx.scan = 3000
+    share = calibrate(approx, index.vectors, index.ids, WORLD.vectors)
+    assert share >= TARGET and (approx.scan > 3000) == raised
+    sample = WORLD.vectors[:5]
+    for found, best in zip((set(approx.candidates(w[None], 20, "any").tolist()) for w in sample),
+                           exact_best(index.vectors, index.ids, sample, "max")):
+        assert len(found & best) >= 15
 
 
 def photo_ids(approx: ApproxIndex) -> set[int]:
@@ -121,6 +134,7 @@ def test_updates_and_removals_keep_ids(folder: Path, tmp_path: Path) -> None:
     updated.save(out)
     again = load_index(out)
     assert again.next_id == 14 and photo_ids(again.ann) == photo_ids(updated.ann)
+    assert again.ann.scan == updated.ann.scan
     stamp = sidecar_path(out).stat().st_mtime_ns
     again.save(out)  # nothing changed: the sidecar is not written again
     assert sidecar_path(out).stat().st_mtime_ns == stamp
