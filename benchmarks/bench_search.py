@@ -88,7 +88,8 @@ def bench_shape(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     generate_s = time.perf_counter() - start
     index = search_data.search_index(vectors, world, reduction, name=name)
     start = time.perf_counter()  # what `index` does, step by step: learn the lists, add the entries, check
-    ann = ApproxIndex(k, dim, reduction, _new_index(index.vectors, reduction), 0)
+    means = _new_index(index.vectors, means=True) if reduction == "mean" else None
+    ann = ApproxIndex(k, dim, reduction, _new_index(index.vectors, means=False), means, 0)
     train_s = time.perf_counter() - start
     ann.add(index.vectors, index.ids)
     ann.trained_on = ann.entries

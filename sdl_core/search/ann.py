@@ -1,4 +1,4 @@
-"""The approximate part of a large index: an inverted-file index (FAISS IVF) over the vectors.
+"""The approximate part of a large index: inverted-file indexes (FAISS IVF) over the vectors.
 
 An exact search reads every principal vector per query (100,000 photos with K=7, D=300:
 840 MB). From :func:`min_photos` photos on, an index also carries an :class:`ApproxIndex`;
@@ -6,33 +6,37 @@ a search asks it for candidate photos and re-scores only those, exactly, with al
 (:func:`sdl_core.scoring.score_tags`): every score shown is exact, only the choice of
 candidates is approximate.
 
-- max over K: every principal vector is an entry (id = photo id * K + k), so a tag's best
-  vectors name its candidate photos.
-- mean over K: a photo's mean vector is its entry (id = photo id); <mean_k A_k, w> is the score.
-- ``all`` with several tags: a photo in the answer fits every tag, so it is among the photos
-  each tag likes best, but deep among them. Each tag reads every entry of the lists it
-  scans (an inverted file gives them at no extra cost: the time goes into the scan), their
-  8-bit scores estimate every photo's weakest tag, and the :data:`FOR_ALL` best estimates
-  are re-scored. Mean models ask with the sum of the tags instead, which is exact in the first
-  stage: a photo's sum of scores is at least T times its weakest score.
+- Every principal vector is an entry (id = photo id * K + k): a tag's vectors cluster
+  around its word vector, so the lists near the tag hold the photos that fit it.
+- max over K, one tag or ``any``: each tag's best entries name its candidate photos.
+- otherwise (``all``; every query of a mean model) each tag reads every entry of the lists
+  it scans (an inverted file gives them at no extra cost: the time goes into the scan), the
+  8-bit scores estimate each photo's score per tag (:mod:`.estimate`), and the best estimates
+  are re-scored. A photo in an ``all`` answer fits every tag, but is deep among the photos
+  each tag likes best: this is why ``all`` needs the whole scan.
+- mean models also keep each photo's mean vector as an entry of a second, K times smaller
+  index (id = photo id), asked by ``all`` with the sum of the tags: <mean_k A_k, sum_t w_t>
+  is a photo's sum of scores, at least T times its weakest. (The mean vectors alone name
+  a rare tag's photos badly: they mix all of a photo's tags, so they sit in lists that fit
+  other tags; at 1,000,000 photos one tag in 30 lost a third of its best photos.)
 
 The entries are grouped into ~2 sqrt(n) lists around k-means centroids; a query scans the
 lists whose centroids fit the tag best: :data:`NPROBE` of them, or as many as hold
 ``scan`` entries (:data:`MIN_SCAN`, raised by :mod:`.calibrate` where the vectors need it; a
-small index is scanned whole). Entries are stored as 8-bit
-scalars (one byte a coordinate, each dimension's range learnt at build time), padded with
-zeros to a multiple of 16 dimensions (FAISS's SIMD code needs that: D=300 scanned 8x slower
-unpadded). Each tag is its own FAISS query: FAISS runs a batch on OpenMP threads, which
-gains nothing for a few tags and took the CPU from torch's threads (FAISS's OpenMP calls
-reach torch's runtime, so setting FAISS's thread count would change torch's too).
+small index is scanned whole). Entries are stored as 8-bit scalars (one byte a coordinate,
+each dimension's range learnt at build time), padded with zeros to a multiple of 16
+dimensions (FAISS's SIMD code needs that: D=300 scanned 8x slower unpadded). Each tag is its
+own FAISS query: FAISS runs a batch on OpenMP threads, which gains nothing for a few tags and
+took the CPU from torch's threads (FAISS's OpenMP calls reach torch's runtime, so setting
+FAISS's thread count would change torch's too).
 
 Photo ids stay the same across updates (the index file stores them), so an update removes
 the entries of removed or changed photos and adds those of new ones; the lists are learnt
 again once the collection has doubled or lost a quarter since they were. On disk the index
 is a sidecar, ``<index file>.ann``: a header line, a JSON manifest with its own format
-version, then FAISS's own serialisation. The index file records the sidecar's token, so a
-sidecar left by another index or by an interrupted write is never used (search then reads
-every vector, and the next ``index`` run rebuilds it).
+version, then FAISS's own serialisation of each index. The index file records the sidecar's
+token, so a sidecar left by another index or by an interrupted write is never used (search
+then reads every vector, and the next ``index`` run rebuilds it).
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ import torch
 
 from ..errors import SearchIndexError
 from ..files import atomic_write
+from .estimate import chosen, estimates
 
 if TYPE_CHECKING:  # faiss is imported when an approximate index is made or read
     import faiss
@@ -76,6 +81,7 @@ REBUILD_SHARE = 0.25
 _ADD_CHUNK = 8192  # photos handed to FAISS at a time (bounds the float32 copy)
 _SIMD_WIDTH = 16
 _MAGIC = b"SDL-ANN\n"
+_HEADER_ROOM = 4096  # bytes kept for the JSON manifest (written last, when the parts' sizes are known)
 
 
 def _faiss() -> Any:
@@ -116,65 +122,71 @@ def _padded(rows: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(np.pad(rows, ((0, 0), (0, extra))) if extra else rows)
 
 
-def _entries(block: torch.Tensor, reduction: str) -> np.ndarray:
-    """(n, K, D) principal vectors -> the float32 rows they are entered as."""
+def _rows(block: torch.Tensor, means: bool) -> np.ndarray:
+    """(n, K, D) principal vectors -> the float32 rows entered: every vector, or each mean."""
     block = block.float()
-    return _padded((block.reshape(-1, block.shape[2]) if reduction == "max" else block.mean(dim=1)).numpy())
+    return _padded((block.mean(dim=1) if means else block.reshape(-1, block.shape[2])).numpy())
 
 
-def _entry_ids(ids: np.ndarray, k: int, reduction: str) -> np.ndarray:
-    ids = ids.astype(np.int64)
-    return (ids[:, None] * k + np.arange(k)).reshape(-1) if reduction == "max" else ids
+def _vector_ids(ids: np.ndarray, k: int) -> np.ndarray:
+    return (ids.astype(np.int64)[:, None] * k + np.arange(k)).reshape(-1)
 
 
-def _training_rows(vectors: torch.Tensor, reduction: str, count: int) -> np.ndarray:
-    """``count`` entries spread evenly over the collection (deterministic: same index, same lists)."""
-    per_photo = vectors.shape[1] if reduction == "max" else 1
-    photos = np.unique(np.linspace(0, len(vectors) - 1, num=max(1, -(-count // per_photo))).astype(np.int64))
-    return _entries(vectors[torch.from_numpy(photos)], reduction)
-
-
-def _new_index(vectors: torch.Tensor, reduction: str) -> "faiss.Index":
+def _new_index(vectors: torch.Tensor, means: bool) -> "faiss.Index":
+    """An empty inverted file, its lists learnt from entries spread evenly over the collection
+    (deterministic: the same vectors give the same lists)."""
     faiss = _faiss()
     n, k, dim = vectors.shape
-    entries = n * (k if reduction == "max" else 1)
-    lists = list_count(entries)
+    per_photo = 1 if means else k
+    lists = list_count(n * per_photo)
     width = dim + -dim % _SIMD_WIDTH
     index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(width), width, lists, faiss.ScalarQuantizer.QT_8bit,
                                           faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = TRAIN_ROUNDS
     index.cp.seed = 1
     index.cp.min_points_per_centroid = 1  # a tiny index has few points a list: no warning on stderr
-    index.train(_training_rows(vectors, reduction, lists * TRAIN_PER_LIST))
+    photos = np.linspace(0, n - 1, num=max(1, -(-lists * TRAIN_PER_LIST // per_photo))).astype(np.int64)
+    index.train(_rows(vectors[torch.from_numpy(np.unique(photos))], means))
     return index
+
+
+def _probed(index: "faiss.Index", scan: int) -> "faiss.Index":
+    """``index`` set to scan NPROBE lists, or as many as hold ``scan`` entries."""
+    ivf = _faiss().extract_index_ivf(index)
+    ivf.nprobe = min(ivf.nlist, max(NPROBE, math.ceil(scan * ivf.nlist / max(1, index.ntotal))))
+    return index
+
+
+def _nearest(index: "faiss.Index", queries: np.ndarray, count: int) -> np.ndarray:
+    """Entry ids, (Q, count), best first, -1 padding. One query per call: FAISS runs a batch on
+    OpenMP threads, and those took the CPU from torch's between searches."""
+    return np.stack([index.search(q[None], max(1, min(count, index.ntotal)))[1][0] for q in queries])
 
 
 @dataclass
 class ApproxIndex:
-    """The inverted file of one index, and how it was made."""
+    """The inverted files of one index (``means``: mean models only), and how they were made."""
 
     k: int
     dim: int
     reduction: str
     index: "faiss.Index"
-    trained_on: int  # entries when the lists were learnt
+    means: "faiss.Index | None"
+    trained_on: int  # entries of ``index`` when the lists were learnt
     removed: int = 0  # entries removed since
     token: str | None = None  # the sidecar it was read from, until it changes
     scan: int = MIN_SCAN  # entries a query scans per tag (at least)
 
     @classmethod
     def build(cls, vectors: torch.Tensor, ids: np.ndarray, reduction: str) -> "ApproxIndex":
-        """The inverted file over (N, K, D) principal vectors of photos ``ids``."""
+        """The inverted files over (N, K, D) principal vectors of photos ``ids``."""
         _, k, dim = vectors.shape
         log.info("building the approximate index: %d photos", len(ids))
-        ann = cls(k, dim, reduction, _new_index(vectors, reduction), 0)
+        means = _new_index(vectors, means=True) if reduction == "mean" else None
+        ann = cls(k, dim, reduction, _new_index(vectors, means=False), means, 0)
         ann.add(vectors, ids)
         ann.trained_on = ann.entries
         return ann
-
-    @property
-    def per_photo(self) -> int:
-        return self.k if self.reduction == "max" else 1
 
     @property
     def entries(self) -> int:
@@ -182,14 +194,16 @@ class ApproxIndex:
 
     @property
     def photos(self) -> int:
-        return self.entries // self.per_photo
+        return self.entries // self.k
 
     def add(self, vectors: torch.Tensor, ids: np.ndarray) -> None:
         """Entries for photos ``ids`` with (n, K, D) principal vectors."""
         self.token = None
         for start in range(0, len(ids), _ADD_CHUNK):
-            self.index.add_with_ids(_entries(vectors[start:start + _ADD_CHUNK], self.reduction),
-                                    _entry_ids(ids[start:start + _ADD_CHUNK], self.k, self.reduction))
+            block, keys = vectors[start:start + _ADD_CHUNK], ids[start:start + _ADD_CHUNK].astype(np.int64)
+            self.index.add_with_ids(_rows(block, means=False), _vector_ids(keys, self.k))
+            if self.means is not None:
+                self.means.add_with_ids(_rows(block, means=True), keys)
 
     def remove(self, ids: np.ndarray) -> None:
         """Drop the entries of photos ``ids``."""
@@ -197,47 +211,42 @@ class ApproxIndex:
             return
         faiss = _faiss()
         self.token = None
-        keys = _entry_ids(ids, self.k, self.reduction)
-        self.removed += int(self.index.remove_ids(faiss.IDSelectorBatch(len(keys), faiss.swig_ptr(keys))))
+        for index, keys in ((self.index, _vector_ids(ids, self.k)), (self.means, ids.astype(np.int64))):
+            if index is not None:
+                index.remove_ids(faiss.IDSelectorBatch(len(keys), faiss.swig_ptr(keys)))
+        self.removed += len(ids) * self.k
 
     def candidates(self, tag_vectors: np.ndarray, top_n: int, mode: str) -> np.ndarray:
-        """Ids of the photos worth re-scoring for (T, D) tag vectors: each tag's best photos,
-        and for ``all`` with several tags those whose weakest tag scores best (estimated)."""
-        ivf = _faiss().extract_index_ivf(self.index)
-        ivf.nprobe = min(ivf.nlist, max(NPROBE, math.ceil(self.scan * ivf.nlist / max(1, self.entries))))
+        """Ids of the photos worth re-scoring for (T, D) tag vectors (see the module's notes)."""
         queries = _padded(tag_vectors)
         per_tag, keep = max(PER_TAG, 4 * top_n), max(FOR_ALL, 10 * top_n)
-        if mode != "all" or len(queries) == 1:
-            picked = [self._search(queries, per_tag)]
-        elif self.reduction == "mean":  # <m, sum_t w_t> = sum_t <m, w_t> >= T * min_t <m, w_t>
-            picked = [self._search(queries, per_tag), self._search(queries.sum(axis=0, keepdims=True), keep)]
-        else:  # every entry of the lists scanned, as (photo, estimated score) per tag
-            lists = []
-            for query in queries:
-                _, scores, found = self.index.range_search(query[None], float(np.finfo(np.float32).min))
-                lists.append((found // self.per_photo, scores))
-            return _weakest_best(lists, per_tag, keep)
-        ids = np.concatenate([p.reshape(-1) for p in picked])
-        return np.unique(ids[ids >= 0] // self.per_photo)
-
-    def _search(self, queries: np.ndarray, count: int) -> np.ndarray:
-        """Entry ids, (Q, count), best first; -1 pads missing entries. One query per call: FAISS
-        runs a batch on OpenMP threads, and those took the CPU from torch's between searches."""
-        return np.stack([self.index.search(query[None], min(count, self.entries))[1][0] for query in queries])
+        several = mode == "all" and len(queries) > 1
+        index = _probed(self.index, self.scan)
+        if self.reduction == "max" and not several:
+            found = _nearest(index, queries, per_tag)
+            return np.unique(found[found >= 0] // self.k)
+        lists = []
+        for query in queries:  # every entry of the lists scanned, as (photo, estimated score)
+            _, scores, found = index.range_search(query[None], float(np.finfo(np.float32).min))
+            lists.append((found // self.k, scores))
+        picked = [chosen(*estimates(lists, self.k, self.reduction), mode, per_tag, keep)]
+        if several and self.means is not None:
+            found = _nearest(_probed(self.means, self.scan), queries.sum(axis=0, keepdims=True), keep)
+            picked.append(found[found >= 0])
+        return np.unique(np.concatenate(picked))
 
     def matches(self, photos: int) -> bool:
         """Whether it holds exactly ``photos`` photos (an index and its sidecar agree)."""
-        return self.entries == photos * self.per_photo
+        return self.entries == photos * self.k and (self.means is None or int(self.means.ntotal) == photos)
 
     def updated(self, vectors: torch.Tensor, ids: np.ndarray, reduction: str, gone: np.ndarray,
                 added: np.ndarray) -> "ApproxIndex":
         """This index after an update that dropped photos ``gone`` and added rows ``added``
         of the new (N, K, D) ``vectors`` (photo ids ``ids``); built afresh when the lists no
         longer fit (another shape, the collection doubled or lost a quarter)."""
-        entries = len(ids) * self.per_photo
         if ((self.k, self.dim, self.reduction) != (*vectors.shape[1:], reduction)
-                or entries > REBUILD_GROWTH * self.trained_on
-                or (self.removed + len(gone) * self.per_photo) > REBUILD_SHARE * self.trained_on):
+                or len(ids) * self.k > REBUILD_GROWTH * self.trained_on
+                or self.removed + len(gone) * self.k > REBUILD_SHARE * self.trained_on):
             return ApproxIndex.build(vectors, ids, reduction)
         self.remove(gone)
         self.add(vectors[torch.from_numpy(added)], ids[added])
@@ -251,15 +260,21 @@ class ApproxIndex:
         if self.token is not None and _header_or_none(path).get("token") == self.token:
             return self._reference()
         faiss = _faiss()
-        token = secrets.token_hex(16)
-        header = json.dumps({"format": ANN_FORMAT, "format_version": ANN_VERSION, "token": token, "k": self.k,
-                             "dim": self.dim, "reduction": self.reduction, "trained_on": self.trained_on,
-                             "removed": self.removed, "scan": self.scan,
-                             "library": f"faiss {faiss.__version__}"}).encode()
+        token, lengths = secrets.token_hex(16), []
         with atomic_write(path, "approximate search index") as tmp:
             with open(tmp, "wb") as out:
-                out.write(_MAGIC + len(header).to_bytes(8, "little") + header)
-                faiss.write_index(self.index, faiss.PyCallbackIOWriter(out.write))
+                out.write(_MAGIC + _HEADER_ROOM.to_bytes(8, "little") + b" " * _HEADER_ROOM)
+                for index in (self.index, self.means):  # streamed: never a second copy in memory
+                    if index is not None:
+                        start = out.tell()
+                        faiss.write_index(index, faiss.PyCallbackIOWriter(out.write))
+                        lengths.append(out.tell() - start)
+                header = json.dumps({"format": ANN_FORMAT, "format_version": ANN_VERSION, "token": token,
+                                     "k": self.k, "dim": self.dim, "reduction": self.reduction,
+                                     "trained_on": self.trained_on, "removed": self.removed, "scan": self.scan,
+                                     "parts": lengths, "library": f"faiss {faiss.__version__}"}).encode()
+                out.seek(len(_MAGIC) + 8)
+                out.write(header.ljust(_HEADER_ROOM))  # JSON allows the trailing spaces
                 out.flush()
                 os.fsync(out.fileno())
         self.token = token
@@ -281,34 +296,17 @@ class ApproxIndex:
         if header.get("token") != reference.get("token"):
             raise ValueError(f"{path.name} belongs to another version of the index (stale)")
         faiss = _faiss()
-        with open(path, "rb") as fh:
-            fh.seek(len(_MAGIC) + 8 + int(header["_length"]))
-            index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
-        if int(index.d) != int(header["dim"]) + -int(header["dim"]) % _SIMD_WIDTH:
-            raise ValueError(f"{path.name}: entries are {index.d}-d, the manifest says {header['dim']}")
-        return cls(int(header["k"]), int(header["dim"]), str(header["reduction"]), index, int(header["trained_on"]),
+        offset, indexes = len(_MAGIC) + 8 + int(header["_length"]), []
+        for length in header["parts"]:
+            part = np.memmap(path, np.uint8, mode="r", offset=offset, shape=(int(length),))
+            indexes.append(faiss.deserialize_index(part))
+            offset += int(length)
+        if not 1 <= len(indexes) <= 2 or any(int(i.d) != int(header["dim"]) + -int(header["dim"]) % _SIMD_WIDTH
+                                             for i in indexes):
+            raise ValueError(f"{path.name}: its indexes do not match its manifest")
+        return cls(int(header["k"]), int(header["dim"]), str(header["reduction"]), indexes[0],
+                   indexes[1] if len(indexes) > 1 else None, int(header["trained_on"]),
                    int(header.get("removed", 0)), header["token"], int(header.get("scan", MIN_SCAN)))
-
-
-def _weakest_best(lists: list[tuple[np.ndarray, np.ndarray]], per_tag: int, count: int) -> np.ndarray:
-    """Photos worth re-scoring for ``all``, from each tag's (photo, estimated score) entries:
-    each tag's ``per_tag`` best photos and the ``count`` photos whose weakest tag scores best.
-    A photo missing from a tag's entries counts with that tag's lowest score there."""
-    photos, inverse = np.unique(np.concatenate([p for p, _ in lists]), return_inverse=True)
-    table = np.empty((len(photos), len(lists)), np.float32)
-    for t, (_, scores) in enumerate(lists):
-        table[:, t] = scores.min() if len(scores) else -np.inf
-    tag_of = np.repeat(np.arange(len(lists)), [len(p) for p, _ in lists])
-    np.maximum.at(table, (inverse, tag_of), np.concatenate([s for _, s in lists]))  # a photo's best entry
-    picked = [_best_rows(table.min(axis=1), count)] + [_best_rows(table[:, t], per_tag) for t in range(len(lists))]
-    return np.unique(photos[np.concatenate(picked)])
-
-
-def _best_rows(values: np.ndarray, count: int) -> np.ndarray:
-    """Rows of the ``count`` largest values (in no order)."""
-    if count >= len(values):
-        return np.arange(len(values))
-    return np.argpartition(-values, count)[:count]
 
 
 def _header_or_none(path: Path) -> dict[str, Any]:

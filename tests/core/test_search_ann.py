@@ -78,10 +78,17 @@ def test_calibration_scans_more_where_vectors_do_not_cluster(kind: str, raised: 
 
 
 def photo_ids(approx: ApproxIndex) -> set[int]:
+    """The photos the inverted file(s) hold (a mean model's two must agree)."""
     import faiss
-    lists = faiss.extract_index_ivf(approx.index).invlists
-    found = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(lists.nlist)]
-    return set((np.concatenate(found) // approx.per_photo).tolist())
+
+    def held(index) -> np.ndarray:
+        lists = faiss.extract_index_ivf(index).invlists
+        return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                               for i in range(lists.nlist)])
+
+    photos = set((held(approx.index) // approx.k).tolist())
+    assert approx.means is None or set(held(approx.means).tolist()) == photos
+    return photos
 
 
 COLORS = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (200, 200, 20), (20, 200, 200), (120, 30, 160),
@@ -106,10 +113,11 @@ def same_as_exact(index, queries=("red", "blue, green", "grey, red")) -> None:
             assert got.approximate and [(h.path, h.score) for h in got.hits] == [(h.path, h.score) for h in exact.hits]
 
 
-def test_updates_and_removals_keep_ids(folder: Path, tmp_path: Path) -> None:
-    tagger = color_tagger()
+@pytest.mark.parametrize("reduction", ["max", "mean"])
+def test_updates_and_removals_keep_ids(folder: Path, tmp_path: Path, reduction: str) -> None:
+    tagger = color_tagger(reduction=reduction)
     index, _ = update_index(folder, tagger)
-    assert index.ann is not None and photo_ids(index.ann) == set(index.ids.tolist()) == set(range(12))
+    assert index.ann is not None and (index.ann.means is not None) == (reduction == "mean") and photo_ids(index.ann) == set(index.ids.tolist()) == set(range(12))
     same_as_exact(index)
     out = index.save(tmp_path / "idx.safetensors")
     assert sidecar_path(out).is_file()
