@@ -32,7 +32,10 @@ def add_model_args(parser: argparse.ArgumentParser, *, data_dir: bool = True, mo
 
 
 def load_tagger(args: argparse.Namespace) -> Tagger:
-    """The Tagger the model flags name (torch and timm load here, not at start-up)."""
+    """The Tagger the model flags name (torch and timm load here, not at start-up; timm
+    without torchvision's model zoo, see :mod:`sdl_core.fast_import`)."""
+    from ..fast_import import import_timm
+    import_timm()
     from ..tagger import Tagger
     return Tagger.from_pretrained(args.model, data_dir=args.data_dir, word_space=args.word_space,
                                   device=args.device)
