@@ -7,6 +7,7 @@ every tag fits) or ``any`` = the *maximum* (one fitting tag is enough).
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import TagInputError
-from ..scoring import score_tags, top_k_indices
+from ..scoring import LowPrecision, approximate_products, best_scores, exact_top, score_tags, top_k_indices
 from ..tags import clean_tags
 from ..vocab import Vocabulary
 from ..wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
@@ -24,6 +25,9 @@ from .index import SearchIndex
 MODES = ("any", "all")
 #: Photos scored per block: bounds the temporary memory of one query.
 SEARCH_CHUNK = 32_768
+#: Indexes with at least this many vector entries (N x K x D) are first scanned in bfloat16
+#: (a copy kept beside the index: half its size again), then the candidates exactly.
+LOW_PRECISION_FROM = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,44 @@ def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str)
     """(N, T) score of every photo for every tag: reduce_k <A_k, w_t>, in blocks."""
     out = torch.empty(vectors.shape[0], tag_vectors.shape[0])
     for start in range(0, vectors.shape[0], SEARCH_CHUNK):
-        out[start:start + SEARCH_CHUNK] = score_tags(vectors[start:start + SEARCH_CHUNK], tag_vectors, reduction)[0]
+        out[start:start + SEARCH_CHUNK] = best_scores(vectors[start:start + SEARCH_CHUNK], tag_vectors, reduction)
     return out
+
+
+#: id of an index's vectors -> (their version, the bfloat16 copy or None before the 2nd query);
+#: an entry goes with its vectors.
+_low_copies: dict[int, tuple[int, LowPrecision | None]] = {}
+
+
+def low_precision_of(vectors: torch.Tensor) -> LowPrecision | None:
+    """The bfloat16 copy of a large index's (N, K, D) vectors, made at its second query (making
+    it reads the vectors once more, so a one-query command never pays for it) and again if they
+    change in place; None before that, for small indexes, or where bfloat16 does not pay."""
+    if vectors.numel() < LOW_PRECISION_FROM:
+        return None
+    key = id(vectors)
+    kept = _low_copies.get(key)
+    if kept is None:
+        weakref.finalize(vectors, _low_copies.pop, key, None)
+        _low_copies[key] = (vectors._version, None)
+        return None
+    if kept[1] is None or kept[0] != vectors._version:
+        kept = (vectors._version, LowPrecision.of(vectors.reshape(-1, vectors.shape[-1])))
+        _low_copies[key] = kept
+    return kept[1]
+
+
+def best_rows(vectors: torch.Tensor, w: torch.Tensor, reduction: str, mode: str, n: int) -> torch.Tensor:
+    """Rows of the n photos with the best combined score (top_rows of the float32 scores):
+    large indexes pass over a bfloat16 copy, then score the candidates exactly."""
+    low = low_precision_of(vectors)
+    if low is None or reduction != "max":
+        return top_rows(combine(tag_scores(vectors, w, reduction), mode)[0], n)
+    count, k, _ = vectors.shape
+    products, bound = approximate_products(w, low)  # (T, N * K)
+    approx, _ = combine(products.view(-1, count, k).amax(dim=2).t(), mode)
+    exact = (lambda rows: combine(best_scores(vectors[rows], w, reduction), mode)[0])
+    return exact_top(approx, bound, min(max(1, n), count), exact)[0]
 
 
 def combine(scores: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,10 +165,10 @@ def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int
     w = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     if index.reduction == "mean":  # exact shortcut: the mean over k is linear
         per_tag = index.mean_vectors() @ w.t()
+        rows = top_rows(combine(per_tag, mode)[0], top_n)
     else:
-        per_tag = tag_scores(index.vectors, w, index.reduction)
-    combined, _ = combine(per_tag, mode)
-    hits = _hits(index, top_rows(combined, top_n), w, found, mode)
+        rows = best_rows(index.vectors, w, index.reduction, mode, top_n)
+    hits = _hits(index, rows, w, found, mode)
     hits.sort(key=lambda h: (-h.score, h.path))
     return SearchResult(hits, found, missing, mode, len(index))
 
