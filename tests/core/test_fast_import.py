@@ -4,11 +4,7 @@ works without it, that torchvision still imports whole afterwards, and the plain
 Each check runs in a fresh interpreter: this test process has long imported timm whole."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.conftest import ROOT
+from tests.conftest import json_from_fresh_interpreter
 
 REPORT = """
 import json, sys
@@ -18,10 +14,7 @@ print(json.dumps({m: m in sys.modules for m in ("torch._dynamo", "torchvision", 
 
 def loaded_after(code: str) -> dict[str, bool]:
     """Run ``code`` in a fresh interpreter; which of the heavy modules it left loaded."""
-    proc = subprocess.run([sys.executable, "-c", code + REPORT], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json_from_fresh_interpreter(code + REPORT)
 
 
 def test_timm_imports_without_torchvision_or_dynamo_and_builds_models():
