@@ -105,8 +105,16 @@ def evidence_scores(shares: torch.Tensor) -> torch.Tensor:
     return FULL_SCORE * torch.cat([hue_part, floor, graded], dim=-1)
 
 
+#: Pixels per grid cell side that colour is measured on: the photo is first averaged down to
+#: this (8 x 8 = 64 samples a cell: shares move by < 0.01, and it costs ~1 ms instead of ~30).
+SAMPLES_PER_CELL = 8
+
+
 def colour_grid(rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, h, w) channel shares per cell of a feature grid."""
+    small = (size[0] * SAMPLES_PER_CELL, size[1] * SAMPLES_PER_CELL)
+    if rgb.shape[-2] > small[0] and rgb.shape[-1] > small[1]:
+        rgb = F.adaptive_avg_pool2d(rgb.float(), small)
     return F.adaptive_avg_pool2d(pixel_memberships(rgb), size)
 
 
