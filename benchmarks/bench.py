@@ -46,7 +46,8 @@ from sdl_core import cli  # noqa: E402
 from sdl_core.config import ModelConfig  # noqa: E402
 from sdl_core.model import SDLModel  # noqa: E402
 from sdl_core.official import OFFICIAL_PREPROCESS  # noqa: E402
-from sdl_core.scoring import LowPrecision, fast_bfloat16, score_tags, top_k_indices, top_tags  # noqa: E402
+from sdl_core.scoring import (LOW_PRECISION_FROM_ROWS, LowPrecision, fast_bfloat16, score_tags,  # noqa: E402
+                              top_k_indices, top_tags)
 from sdl_core.tagger import Tagger  # noqa: E402
 from sdl_core.vocab import Vocabulary  # noqa: E402
 from sdl_core.wordvec import AUTHORS_FASTTEXT, load_word_space, unit_rows  # noqa: E402
@@ -372,6 +373,8 @@ def section_cli(repeats: int, folder: Path, cold: bool) -> list[Row]:
     work = paired_ratio(cpu[own], cpu[batched])
     rows.append(Row(CLI_SECTION, "model CPU / folder CPU (process CPU seconds: the rate ratio when every core is "
                     "busy)", work * 100, "%", key="cli.folder_vs_model.cpu_percent"))
+    rows.append(Row(CLI_SECTION, "the model's CPU per photo (preprocessed tensors)",
+                    statistics.median(cpu[own]) / len(paths) * 1e3, "ms", key="cli.model.cpu_ms_per_photo"))
     rows.append(Row(CLI_SECTION, "decode + resize + rank + output: CPU per photo beyond the model's",
                     (statistics.median(cpu[batched]) - statistics.median(cpu[own])) / len(paths) * 1e3, "ms",
                     key="cli.beyond_model.cpu_ms_per_photo"))
@@ -418,7 +421,8 @@ def section_scoring(repeats: int) -> list[Row]:
         names = {"numpy": base,
                  "score_tags": f"score_tags + top-10 (every score and winner, float32); K={k}, D={d}",
                  "top_tags_f32": f"top_tags (float32 scores, winners for the top 10 only); K={k}, D={d}",
-                 "top_tags_bf16": f"top_tags (bfloat16 pass + candidates in float32); K={k}, D={d}",
+                 "top_tags_bf16": f"top_tags given the bfloat16 copy (its pass from B*K >= {LOW_PRECISION_FROM_ROWS}, "
+                                  f"candidates in float32); K={k}, D={d}",
                  "read_matrix": f"memory bound: read the float32 matrix once (sum); K={k}, D={d}",
                  "read_bf16": f"read its bfloat16 copy once (sum); K={k}, D={d}"}
         cases = {names["numpy"]: numpy_style, names["score_tags"]: every_score,
@@ -532,6 +536,10 @@ def row_key(row: Row) -> str:
     return f"s{row.section.split()[0]}.{'_'.join(words[:8])}.{unit}"
 
 
+def machine_line(info: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in info.items())
+
+
 def format_table(rows: list[Row]) -> str:
     lines = ["| section | case | median | p90 | vs baseline | target |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -553,7 +561,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--search", action="store_true", help="also run benchmarks/bench_search.py")
     parser.add_argument("--repeats", type=int, help="rounds per section (default 7, --quick 3)")
     parser.add_argument("--cold-cli", action="store_true", help="section 3: also time one cold CLI subprocess")
+    parser.add_argument("--table-from", type=Path, metavar="JSON",
+                        help="print the machine line and table of a saved --json run (the README's), measure nothing")
     args = parser.parse_args(argv)
+    if args.table_from:
+        saved = json.loads(args.table_from.read_text(encoding="utf-8"))
+        print(machine_line(saved["machine"]))
+        print(format_table([Row(**r) for r in saved["rows"]]))
+        return 0
     repeats = args.repeats or (3 if args.quick else 7)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()} | ({"5"} if args.demo else set())
     rows: list[Row] = []
@@ -579,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump({"machine": info, "rows": [asdict(r) for r in rows], "other": others}, sys.stdout, indent=2)
         print()
     else:
-        print(" ".join(f"{k}={v}" for k, v in info.items()))
+        print(machine_line(info))
         print("Medians after warm-up; each case interleaved with its baseline; ratio = median of per-round "
               "baseline/case (speed-up).")
         print(format_table(rows))

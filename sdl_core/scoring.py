@@ -25,6 +25,10 @@ _U_LOW = 2.0 ** -8
 _U32 = 2.0 ** -24
 #: CPU flags of native bfloat16 products; elsewhere they are emulated and slower than float32.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Rows of principal vectors (B*K) from which :func:`top_tags` takes the bfloat16 pass: the float32
+#: product of up to 3 rows already reads the tag matrix at memory speed (100k tags, AVX-512 VM:
+#: K=3 float32 12.7 ms, bfloat16 15.1 ms; K=7 32.4 -> 24.1 ms; benchmarks/bench.py section 4).
+LOW_PRECISION_FROM_ROWS = 4
 
 
 def _products(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str) -> tuple[torch.Tensor, int]:
@@ -169,13 +173,14 @@ def top_tags(vectors: torch.Tensor, tag_vectors: torch.Tensor, k: int, reduction
     """The k best tags per image, as ``top_k_indices(score_tags(...)[0][b], k)`` ranks them:
     tag rows, scores and winning principal index, each (B, k), best first.
 
-    With ``low`` (the tag matrix's :class:`LowPrecision` copy) the whole matrix is read in
-    bfloat16 and only candidates are scored in float32 (where two float32 scores are within
-    float32 rounding, their order is the candidates' product's); without it, every score is
-    computed and the winning k only for the top rows."""
+    With ``low`` (the tag matrix's :class:`LowPrecision` copy) and at least
+    LOW_PRECISION_FROM_ROWS principal vectors, the whole matrix is read in bfloat16 and only
+    candidates are scored in float32 (where two float32 scores are within float32 rounding,
+    their order is the candidates' product's); otherwise every score is computed in float32 and
+    the winning k only for the top rows."""
     n = tag_vectors.shape[0]
     k = n if k <= 0 else min(k, n)
-    if low is None or k >= n:
+    if low is None or k >= n or vectors.shape[0] * vectors.shape[1] < LOW_PRECISION_FROM_ROWS:
         scores = best_scores(vectors, tag_vectors, reduction)
         rows = torch.stack([top_k_indices(row, k) for row in scores])
         chosen = scores.gather(1, rows)

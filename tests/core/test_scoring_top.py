@@ -36,7 +36,7 @@ def test_best_scores_are_score_tags_scores(b, n, reduction):
 
 
 @pytest.mark.parametrize("reduction", ["max", "mean"])
-@pytest.mark.parametrize("shape", [(1, 3, 32, 2000), (3, 7, 40, 3000), (2, 1, 16, 50)])
+@pytest.mark.parametrize("shape", [(1, 3, 32, 2000), (1, 4, 32, 2000), (3, 7, 40, 3000), (2, 1, 16, 50)])
 @pytest.mark.parametrize("with_low", [False, True])
 def test_top_tags_equals_ranking_every_float32_score(reduction, shape, with_low):
     b, k, d, n = shape
@@ -57,7 +57,7 @@ def test_scores_closer_than_bfloat16_can_tell_keep_the_float32_order():
     the candidates' float32 scores decide, exact ties go to the lower row."""
     rng = np.random.default_rng(1)
     d = 64
-    vector = torch.from_numpy(rng.normal(size=(1, 3, d)).astype(np.float32))
+    vector = torch.from_numpy(rng.normal(size=(1, 5, d)).astype(np.float32))
     direction = torch.nn.functional.normalize(vector[0, 0], dim=0)
     near = direction + 1e-4 * torch.from_numpy(rng.normal(size=(200, d)).astype(np.float32))
     tags = torch.cat([unit_rows(rng, 5000, d), near, near[:20]])  # the last 20 duplicate rows
