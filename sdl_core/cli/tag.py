@@ -102,7 +102,7 @@ def cmd_tag_ray(args: argparse.Namespace) -> int:
     spec = engine.job_spec("tag", args, tagger, batch, extra_tags=tuple(extra), only_extra=args.only_tags,
                            top_k=_top_k(args), min_score=args.min_score,
                            vocab_tags=tuple(vocab.tags) if vocab is not None else None)
-    out, progress = Path(args.out), Progress("tagging")
+    out, progress = Path(args.out), Progress("tagging", enabled=sys.stderr.isatty())
     try:
         job = run_job(items, spec, out, engine.fingerprint(tagger), pool, shard_photos=args.shard_size,
                       progress=progress)

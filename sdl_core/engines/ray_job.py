@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -57,11 +58,12 @@ class JobReport:
     shards: int = 0
     pool: Pool | None = None
     interrupted: bool = False
+    seconds: float = 0.0  # the job on the cluster: actors starting, then the shards
 
     def describe(self) -> str:
         how = f" on {self.pool.describe()}" if self.pool else ""
         return (f"{self.photos} photos{how}: {self.reused} from finished shards, {self.encoded} encoded "
-                f"in {self.shards} new shards")
+                f"in {self.shards} new shards ({self.seconds:.1f} s)")
 
 
 def connect(address: str | None, workers: int | None = None, threads: int = 1, verbose: bool = False) -> Pool:
@@ -104,6 +106,7 @@ def run_job(items: Sequence[Item], spec: JobSpec, folder: Path, fingerprint: str
                                   compute=ray.data.ActorPoolStrategy(size=pool.workers), num_cpus=pool.cpus,
                                   num_gpus=pool.gpus or None)
     failures: list[str] = []
+    start = time.perf_counter()
     try:
         for row in results.iter_rows():
             if row["failure"]:
@@ -117,6 +120,7 @@ def run_job(items: Sequence[Item], spec: JobSpec, folder: Path, fingerprint: str
         report.interrupted = True
     except ray.exceptions.RayError as exc:
         failures.append(_cause(exc))
+    report.seconds = time.perf_counter() - start
     if failures:
         raise EngineError(f"the Ray job failed ({len(failures)} shard{'s' * (len(failures) > 1)}): {failures[0]}. "
                           f"{len(shard_files(folder))} finished shards are kept in {folder}: run the same command "

@@ -69,7 +69,7 @@ def error_lines(err: str) -> list[str]:
 
 def test_tag_job_matches_the_local_engine_and_resumes(cluster, toy, tmp_path, capsys):
     ckpt, photos = toy
-    request = ["--model", str(ckpt), "--tags", "dog, spaceship", "--top-k", "3"]
+    request = ["--model", str(ckpt), "--tags", "dog, spaceship", "--top-k", "3", "--min-score", "0.04"]
     code, out, _ = run_main(["tag", str(photos), *request, "--json"], capsys)
     local = {r["image"]: r for r in json.loads(out)["results"]}
     local_errors = [f"error: {e['error']}" for e in json.loads(out)["errors"]]  # the lines it prints without --json
@@ -79,7 +79,7 @@ def test_tag_job_matches_the_local_engine_and_resumes(cluster, toy, tmp_path, ca
     assert code == 1, err  # the broken photo: reported as the local engine reports it
     assert error_lines(err) == local_errors and "bad.png" in local_errors[0]
     assert out.strip() == f"{results}: {PHOTOS + 1} photos, {PHOTOS} tagged, 1 failed"
-    assert f"ray: {PHOTOS + 1} photos on 2 workers (cpu): 0 from finished shards, {PHOTOS + 1} encoded" in err
+    assert f"ray: {PHOTOS + 1} photos on 2 workers (cpu): 0 from finished shards, {PHOTOS + 1} encoded in 5 new" in err
     table = read_results(results)
     done = table.filter(table.column("error").is_null())
     assert sorted(done.column("image").to_pylist()) == sorted(local)
@@ -107,21 +107,33 @@ def test_tag_job_matches_the_local_engine_and_resumes(cluster, toy, tmp_path, ca
 
 
 def test_killed_worker_is_retried_without_losing_or_doubling_photos(cluster, toy, tmp_path, capsys, monkeypatch):
+    """A list file (paths, a file:// URI, a missing photo) and a vocabulary file, while a worker dies."""
     ckpt, photos = toy
+    names = sorted(p.relative_to(photos.parent).as_posix() for p in photos.rglob("*.*"))
+    uri = (photos / "p0.jpg").as_uri()
+    listing = photos.parent / "list.txt"
+    listing.write_text("\n".join([uri] + [n for n in names if n != "photos/p0.jpg"] + ["missing.jpg"]) + "\n",
+                       encoding="utf-8")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("cat\ndog\nboat\n", encoding="utf-8")
     marker = tmp_path / "killed"
     # the worker ends its process right after writing the shard holding p3.jpg: Ray restarts it and
     # runs that shard again, which rewrites the same file
     monkeypatch.setenv(FAULT_ENV, f"exit-once:p3.jpg:{marker}")
     results = tmp_path / "results"
-    code, out, err = run_main(["tag", str(photos), "--model", str(ckpt), "--engine", "ray", "--out", str(results),
-                               "--shard-size", "2"], capsys)
+    code, out, err = run_main(["tag", str(listing), "--model", str(ckpt), "--vocab", str(vocab), "--engine", "ray",
+                               "--out", str(results), "--shard-size", "2"], capsys)
     assert marker.exists(), "the fault never fired"
-    assert code == 1 and out.strip().endswith(f"{PHOTOS + 1} photos, {PHOTOS} tagged, 1 failed"), err
+    assert code == 1 and out.strip().endswith(f"{PHOTOS + 2} photos, {PHOTOS} tagged, 2 failed"), err
+    assert error_lines(err)[1] == "error: missing.jpg: no such file"
     raw = [image for path in shard_files(results) for image in pq.read_table(path).column("image").to_pylist()]
-    assert sorted(raw) == sorted(set(raw)) and len(raw) == PHOTOS + 1  # every photo exactly once on disk
+    assert sorted(raw) == sorted(set(raw)) and len(raw) == PHOTOS + 2  # every photo exactly once on disk
     table = read_results(results)
     done = table.filter(table.column("error").is_null())
-    np.testing.assert_allclose(vectors_of(done), local_vectors(ckpt, done.column("image").to_pylist()), atol=1e-4)
+    paths = [str(photos / "p0.jpg") if name == uri else str(photos.parent / name)
+             for name in done.column("image").to_pylist()]
+    np.testing.assert_allclose(vectors_of(done), local_vectors(ckpt, paths), atol=1e-4)
+    assert {t["tag"] for tags in done.column("tags").to_pylist() for t in tags} <= {"cat", "dog", "boat"}
 
 
 def test_index_job_makes_the_local_index_and_resumes_after_a_failure(cluster, toy, tmp_path, capsys, monkeypatch):

@@ -101,6 +101,7 @@ def test_sources_folders_list_files_and_uris(tmp_path: Path):
     items = tag_items(str(photos))
     assert [i.key for i in items] == [str(photos / "a.jpg"), str(photos / "sub" / "b.png")]
     assert items[0].size == (photos / "a.jpg").stat().st_size and Path(items[1].location).is_absolute()
+    assert tag_items(str(photos / "a.jpg")) == [items[0]]  # one photo, as the local `tag` takes it
     listing = tmp_path / "list.txt"
     uri = (photos / "a.jpg").as_uri()
     listing.write_text(f"# my photos\nphotos/a.jpg\n\n{uri}\nphotos/a.jpg\nmissing.jpg\n", encoding="utf-8")
