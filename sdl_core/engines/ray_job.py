@@ -9,7 +9,9 @@ interrupted or failed job, and the next run skips their photos.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -73,6 +75,7 @@ def connect(address: str | None, workers: int | None = None, threads: int = 1, v
     level = logging.INFO if verbose else logging.ERROR  # Ray logs each start and execution: shown with -v
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.CRITICAL)  # its errors: ours
     if not ray.is_initialized():
+        check_reachable(address or os.environ.get("RAY_ADDRESS"))
         try:
             ray.init(address=address, include_dashboard=False, logging_level=level)
         except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -83,6 +86,23 @@ def connect(address: str | None, workers: int | None = None, threads: int = 1, v
     if gpus:
         return Pool(workers or gpus, 1, 1)
     return Pool(workers or max(1, int(resources.get("CPU", 1)) // threads), threads, 0)
+
+
+_HOST_PORT = re.compile(r"^(?:ray://)?\[?([^\]/]+?)\]?:(\d+)$")
+#: Seconds to wait for a cluster's port before saying it is not there (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str | None) -> None:
+    """A ``host:port`` that nothing answers on is one clear line now, not minutes of Ray's retries."""
+    found = _HOST_PORT.match(address or "")
+    if not found:  # none (a cluster started here), "auto", "local"
+        return
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise EngineError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; is `ray start --head` "
+                          "running there, and is the port open?") from None
 
 
 def run_job(items: Sequence[Item], spec: JobSpec, folder: Path, fingerprint: str, pool: Pool, *,

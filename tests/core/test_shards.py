@@ -3,6 +3,7 @@ the job manifest, the sources a job reads, and the engine options' errors."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from sdl_core.engines.shards import (MANIFEST, open_job, pending, plan, read_res
                                      shard_name, shard_size, shard_table, vectors_of, write_shard)
 from sdl_core.engines.sources import Item, fetch, index_source, read_list_file, tag_items  # noqa: E402
 from sdl_core.errors import ImageError  # noqa: E402
-from tests.conftest import make_photo  # noqa: E402
+from sdl_core.checkpoint import save_checkpoint  # noqa: E402
+from tests.conftest import make_photo, make_sdl_model, make_vocab  # noqa: E402
 
 K, D = 2, 3
 
@@ -152,8 +154,6 @@ def test_a_missing_ray_is_one_line_naming_the_requirements_file(monkeypatch, tmp
     make_photo().save(tmp_path / "a.jpg")
     assert cli.main(["index", str(tmp_path), "--engine", "ray", "--model", "nope-model"]) == 2
     assert "nope-model" in capsys.readouterr().err  # the model is checked first (no cluster for a typo) ...
-    from tests.conftest import make_sdl_model, make_vocab
-    from sdl_core.checkpoint import save_checkpoint
     ckpt = save_checkpoint(make_sdl_model(size=32), make_vocab(), tmp_path / "toy.safetensors")
     assert cli.main(["tag", str(tmp_path / "a.jpg"), "--engine", "ray", "--out", str(tmp_path / "r"),
                      "--model", str(ckpt)]) == 2
@@ -168,3 +168,16 @@ def test_a_worker_failure_is_named_by_its_own_error_line():
                          "the direct cause of the following exception:\nray.exceptions.UserCodeException: UDF failed")
     assert _cause(wrapped) == "sdl_core.errors.CheckpointError: toy.safetensors: no such file"
     assert _cause(RuntimeError("plain")) == "plain"
+
+
+def test_an_address_nothing_answers_on_is_one_line_at_once(tmp_path: Path, capsys):
+    pytest.importorskip("ray", reason="requirements-ray.txt is not installed")
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ckpt = save_checkpoint(make_sdl_model(size=32), make_vocab(), tmp_path / "toy.safetensors")
+    make_photo().save(tmp_path / "a.jpg")
+    assert cli.main(["tag", str(tmp_path / "a.jpg"), "--model", str(ckpt), "--engine", "ray", "--out",
+                     str(tmp_path / "r"), "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: ") and "ray start --head" in err
