@@ -18,7 +18,8 @@ from ..errors import TagInputError
 from ..scoring import score_tags, top_k_indices
 from ..tags import clean_tags
 from ..vocab import Vocabulary
-from ..wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
+from ..colour import packaged_space
+from ..wordvec import TableSpace, WordSpace, load_word_space
 from .index import SearchIndex
 
 MODES = ("any", "all")
@@ -63,8 +64,9 @@ def query_space(index: SearchIndex, word_space: str | Path | WordSpace | None = 
     was built with if it is still there, else the model's vocabulary as a table."""
     info = index.identity.word_space
     if word_space is None:
-        if info == WORDLLAMA:
-            return load_word_space("wordllama")
+        packaged = packaged_space(info)
+        if packaged is not None:
+            return packaged
         if index.word_space_source and Path(index.word_space_source).is_file():
             word_space = index.word_space_source
         else:
