@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -101,6 +101,13 @@ class ImageTags:
     def typed_outside(self) -> list[TypedTag]:
         """The typed tags that did not make the shown list."""
         return [t for t in self.typed if not t.in_top_k]
+
+    def above(self, min_score: float | None) -> "ImageTags":
+        """These results with only the tags scoring at least ``min_score`` (all when None)."""
+        if min_score is None:
+            return self
+        typed = [replace(t, in_top_k=t.in_top_k and t.score >= min_score) for t in self.typed]
+        return replace(self, tags=[t for t in self.tags if t.score >= min_score], typed=typed)
 
     def to_dict(self) -> dict:
         return {"image": self.image, "tags": [t.to_dict() for t in self.tags],
@@ -264,6 +271,12 @@ class Tagger:
                     top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
         encoded = self._encode_pixels(to_tensor(images, self.config.preprocess))
         return self._tag_encoded(encoded, names, extra_tags, top_k, vocabulary, only_extra)
+
+    def tag_encoded(self, encoded: Encoded, names: Sequence[str | None], extra_tags: Iterable[str] = (),
+                    top_k: int = 10, vocabulary: Vocabulary | None = None, only_extra: bool = False
+                    ) -> list[ImageTags]:
+        """Rank tags for images already encoded (e.g. by :meth:`encode_files`): the model runs once."""
+        return self._tag_encoded(encoded, list(names), extra_tags, top_k, vocabulary, only_extra)
 
     def _tag_encoded(self, encoded: Encoded, names: list[str | None], extra_tags: Iterable[str],
                      top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:

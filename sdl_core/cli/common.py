@@ -41,6 +41,27 @@ def load_tagger(args: argparse.Namespace) -> Tagger:
                                   device=args.device)
 
 
+class Progress:
+    """A progress bar on stderr for ``progress(done, total)`` callbacks, made on the first call
+    (when the number of photos to encode is known); ``enabled=False`` shows nothing."""
+
+    def __init__(self, desc: str, enabled: bool = True) -> None:
+        self.desc, self.enabled, self.bar = desc, enabled, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="photo", file=sys.stderr, desc=self.desc, dynamic_ncols=True)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
