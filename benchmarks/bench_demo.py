@@ -1,7 +1,7 @@
 """Benchmark the demo as a user meets it (numbers, not a test).
 
     python benchmarks/bench_demo.py [--model default] [--cold-starts 3] [--requests 10]
-                                    [--memory-requests 50] [--cold-only] [--root DIR]
+                                    [--memory-requests 50] [--cold-only] [--json] [--root DIR]
 
 Prints, for each of ``--cold-starts`` fresh ``python -m demo`` processes: seconds from
 the start to the first served page, and to the first result (a ``/tag`` request sent
@@ -14,6 +14,7 @@ The machine is shared and noisy: the load average is printed with every number.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -177,6 +178,36 @@ def memory_after(url: str, pid: int, n: int) -> tuple[float, float]:
     return before, proc.memory_info().rss / 2**20
 
 
+#: The issue's targets, by row key: (what it says, whether a value meets it).
+TARGETS = {"demo.cold_start.first_page_s": ("<= 5 s", lambda v: v <= 5.0),
+           "demo.cold_start.first_result_s": ("<= 8 s", lambda v: v <= 8.0),
+           "demo.browser.request_s": ("<= 1 s", lambda v: v <= 1.0),
+           "demo.memory.rss_after_mib": ("<= 1536 MiB", lambda v: v <= 1536.0)}
+SECTION = "5 demo (bench_demo.py)"
+
+
+def row(key: str, case: str, value: float, unit: str) -> dict:
+    """One row in bench.py's shape (section, case, median, unit, target, met, key)."""
+    target, check = TARGETS.get(key, ("", None))
+    return {"section": SECTION, "case": case, "median": round(value, 3), "unit": unit, "target": target,
+            "met": None if check is None else bool(check(value)), "key": key}
+
+
+def cold_rows(runs: list[ColdStart]) -> list[dict]:
+    med = (lambda values: statistics.median(values))
+    n = len(runs)
+    return [row("demo.cold_start.first_page_s", f"cold start to first page (median of {n})",
+                med([r.page_s for r in runs]), "s"),
+            row("demo.cold_start.first_result_s", f"cold start to first result through gradio_client (median of {n})",
+                med([r.result_s for r in runs]), "s"),
+            row("demo.cold_start.first_page_cpu_s", "server CPU seconds by the first page (median)",
+                med([r.page_cpu_s for r in runs]), "s"),
+            row("demo.cold_start.first_result_cpu_s", "server CPU seconds by the first result (median): "
+                "the wall time of an idle machine", med([r.result_cpu_s for r in runs]), "s"),
+            row("demo.cold_start.load_average", "1-minute load average at the starts (median)",
+                med([r.load for r in runs]), "")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -184,24 +215,34 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--memory-requests", type=int, default=50)
     parser.add_argument("--cold-only", action="store_true", help="only the cold starts")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON (bench.py --demo reads them)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose demo is run (default: this one)")
     args = parser.parse_args()
+    if args.json:  # the human lines go to stderr, the JSON alone to stdout
+        sys.stdout = sys.stderr
     runs, cold = cold_starts(args.model, max(1, args.cold_starts), args.root.resolve())
+    rows = cold_rows(runs)
     pages, results = [r.page_s for r in runs], [r.result_s for r in runs]
     print(f"cold start to first page: median {statistics.median(pages):.2f} s; to first result: median "
           f"{statistics.median(results):.2f} s (over {len(runs)} starts)")
     try:
-        if args.cold_only:
-            return
-        times = browser_requests(cold.url, args.requests)
-        print(f"request -> result shown in Chromium: median {statistics.median(times):.3f} s over {len(times)} "
-              f"(min {min(times):.3f}, max {max(times):.3f})")
-        before, after = memory_after(cold.url, cold.proc.pid, args.memory_requests)
-        print(f"server resident memory: {before:.0f} MiB after the browser requests, "
-              f"{after:.0f} MiB after {args.memory_requests} more requests")
+        if not args.cold_only:
+            times = browser_requests(cold.url, args.requests)
+            print(f"request -> result shown in Chromium: median {statistics.median(times):.3f} s over {len(times)} "
+                  f"(min {min(times):.3f}, max {max(times):.3f})")
+            before, after = memory_after(cold.url, cold.proc.pid, args.memory_requests)
+            print(f"server resident memory: {before:.0f} MiB after the browser requests, "
+                  f"{after:.0f} MiB after {args.memory_requests} more requests")
+            rows += [row("demo.browser.request_s", f"request -> result shown in Chromium (median of {len(times)})",
+                         statistics.median(times), "s"),
+                     row("demo.memory.rss_after_mib", f"server RSS after {args.memory_requests} more requests",
+                         after, "MiB")]
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         stop(cold.proc)
+    if args.json:
+        json.dump({"load_average_1m_end": round(os.getloadavg()[0], 2), "rows": rows}, sys.__stdout__, indent=2)
+        print(file=sys.__stdout__)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,9 @@ class TaggerCache:
 
         The startup model must accept it (a mismatch is the user's error); other
         models of another space keep their own."""
-        from sdl_core.tagger import Tagger  # torch and timm load here, off the page's critical path
+        from sdl_core.fast_import import import_timm
+        import_timm()  # torch and timm load here, off the page's critical path (timm without torchvision's zoo)
+        from sdl_core.tagger import Tagger
         if self.word_space is not None:
             try:
                 return Tagger.from_pretrained(value, device=self.device, word_space=self.word_space)

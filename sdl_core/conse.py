@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .colour import CHANNELS, colour_grid, evidence_scores
 from .config import ModelConfig
 from .errors import CheckpointError
 from .files import load_torch_weights
@@ -38,7 +39,10 @@ from .model import Encoded, PrincipalVectorModel
 #: Hyper-parameters (stored in ``config.extra`` so a checkpoint records them).
 #: ``max_tag_cosine``: the tagger shows no two tags whose word vectors are closer than
 #: this (see :mod:`sdl_core.diversity`); scores are not changed by it.
-DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3, "max_tag_cosine": 0.65}
+#: ``colour``: the word space is a :class:`sdl_core.colour.ColourSpace` and the principal vectors
+#: carry the image's colour evidence in its extra dimensions.
+DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3, "max_tag_cosine": 0.65,
+                 "colour": False}
 
 
 @dataclass
@@ -72,6 +76,9 @@ class ConSEModel(PrincipalVectorModel):
             raise ValueError(f"K={config.k} and top_t={self.top_t} must be within 1..{self.num_classes}")
         if self.temperature <= 0 or self.window < 1:
             raise ValueError("temperature must be > 0 and window >= 1")
+        self.colour_dims = len(CHANNELS) if params["colour"] else 0
+        if config.d <= self.colour_dims:
+            raise ValueError(f"a {config.d}-d word space has no room for {self.colour_dims} colour dimensions")
         try:
             self.classifier = timm.create_model(config.backbone, pretrained=False, num_classes=self.num_classes)
         except RuntimeError as exc:
@@ -79,7 +86,7 @@ class ConSEModel(PrincipalVectorModel):
         head = self.classifier.get_classifier()
         if not isinstance(head, nn.Linear):
             raise CheckpointError(f"{config.backbone}: ConSE needs a linear classifier after global pooling")
-        self.register_buffer("class_vectors", torch.zeros(self.num_classes, config.d))
+        self.register_buffer("class_vectors", torch.zeros(self.num_classes, config.d - self.colour_dims))
 
     @property
     def trunk(self) -> nn.Module:
@@ -110,12 +117,28 @@ class ConSEModel(PrincipalVectorModel):
         weights, classes = at_peak.topk(self.top_t, dim=2)  # (B, K, T)
         u = self.class_vectors.float()[classes]  # (B, K, T, D)
         vectors = F.normalize((weights[..., None] * u).sum(dim=2), dim=-1)
+        colour = self._colour_grid(pixels, (h, w)) if self.colour_dims else None
+        if colour is not None:  # the whole image's evidence, the same for every principal vector
+            evidence = evidence_scores(colour.mean(dim=(2, 3)))  # (B, C)
+            vectors = torch.cat([vectors, evidence[:, None, :].expand(b, self.k, self.colour_dims)], dim=-1)
         if not with_maps:
             return ConSEEncoded(vectors=vectors)
         local_w = flat.gather(1, classes.reshape(b, -1)[:, :, None].expand(b, self.k * self.top_t, h * w))
         local_w = local_w.view(b, self.k, self.top_t, h, w)
         local = torch.einsum("bkthw,bktd->bkdhw", local_w, u)
+        if colour is not None:  # where each colour is
+            cells = evidence_scores(colour.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, h, w)
+            local = torch.cat([local, cells[:, None].expand(b, self.k, self.colour_dims, h, w)], dim=2)
         return ConSEEncoded(vectors=vectors, local=local, class_maps=per_cell.view(b, self.k, h, w))
+
+    def _colour_grid(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, C, h, w) colour shares on the probability grid (the same window pooling)."""
+        prep = self.config.preprocess
+        mean = torch.tensor(prep.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(prep.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        grid = colour_grid(pixels.float() * std + mean, (size[0] + self.window - 1, size[1] + self.window - 1))
+        window = min(self.window, grid.shape[-2], grid.shape[-1])
+        return F.avg_pool2d(grid, window, stride=1)
 
     def principal_maps(self, encoded: Encoded) -> torch.Tensor:
         class_maps = getattr(encoded, "class_maps", None)

@@ -19,7 +19,8 @@ from .config import ModelConfig, PreprocessConfig
 from .errors import CheckpointError
 from .registry import DEFAULT_ENTRY
 from .vocab import Vocabulary
-from .wordvec import WORDLLAMA, WordSpace, load_word_space
+from .colour import channel_of, colour_info, colour_wordllama
+from .wordvec import WORDLLAMA, WordSpace
 
 if TYPE_CHECKING:
     import torch
@@ -41,10 +42,10 @@ def default_config() -> ModelConfig:
     """The default's architecture and hyper-parameters (recorded in any checkpoint)."""
     from .conse import DEFAULT_EXTRA
     return ModelConfig(
-        kind="conse", backbone="tf_efficientnet_lite0", k=3, word_space=WORDLLAMA,
+        kind="conse", backbone="tf_efficientnet_lite0", k=3, word_space=colour_info(WORDLLAMA),
         preprocess=PreprocessConfig(size=224, resize="squash", interpolation="bicubic",
                                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        reduction="mean", name=NAME, description=DESCRIPTION, extra=dict(DEFAULT_EXTRA))
+        reduction="mean", name=NAME, description=DESCRIPTION, extra={**DEFAULT_EXTRA, "colour": True})
 
 
 def read_class_vectors(path: Path = CLASS_VECTORS) -> torch.Tensor:
@@ -85,13 +86,14 @@ def default_vocabulary(space: WordSpace) -> Vocabulary:
     The classifier's 1,000 ImageNet class names are its trained names: a typed "espresso" or
     "tripod" is seen although the photo vocabulary does not list it."""
     vocab = Vocabulary.from_text_file(VOCABULARY, space, unseen_path=UNSEEN)
-    return dataclasses.replace(vocab, trained_names=frozenset(class_names()))
+    trained = frozenset(name for name in class_names() if channel_of(name) is None)  # "orange" reads a colour
+    return dataclasses.replace(vocab, trained_names=trained)
 
 
 @functools.lru_cache(maxsize=1)
 def build() -> tuple[ConSEModel, Vocabulary, WordSpace]:
     """The registry's builder: built once per process, shared by every Tagger."""
-    space = load_word_space("wordllama")
+    space = colour_wordllama()
     model = build_default_model()
     vocab = default_vocabulary(space)
     log.info("loaded %s: %d tags (%d unseen)", NAME, len(vocab), len(vocab.unseen_tags))

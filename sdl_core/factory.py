@@ -170,13 +170,14 @@ def load_model(name_or_path: str | Path | None = None, *, data_dir: str | Path |
     table bridged from WordLlama (:mod:`sdl_core.bridge`: typed tags get approximate vectors;
     a table under MIN_BRIDGE_TAGS tags stays the vocabulary alone).
     """
-    from .wordvec import WORDLLAMA, load_word_space
+    from .colour import packaged_space
+    from .wordvec import load_word_space
     source = resolve(name_or_path)
     space = load_word_space(word_space) if isinstance(word_space, (str, Path)) else word_space
     model, vocab, own_space = LOADERS[source.kind](source, data_dir)
     space = space or own_space
-    if space is None and model.config.word_space == WORDLLAMA:
-        space = load_word_space("wordllama")
+    if space is None:
+        space = packaged_space(model.config.word_space)
     from .bridge import MIN_BRIDGE_TAGS, bridge_table_space
     if space is None and len(vocab) >= MIN_BRIDGE_TAGS:  # a fixed table (the authors' fastText vectors)
         from .wordvec import TableSpace

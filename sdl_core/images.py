@@ -7,11 +7,12 @@ to 8-bit RGB.
 """
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,6 +30,10 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 #: Images with a longer side than this are downscaled right after decoding, so
 #: memory stays bounded whatever the input.
 MAX_WORKING_SIDE = 2048
+#: Folder tagging and indexing decode a JPEG at a reduced scale (in the DCT) while both
+#: sides keep this many times the model's input: 3-4x faster on camera photos, and the model's
+#: input moves by 0.2-0.4 grey levels on average, less than re-saving the JPEG at quality 95 (README "Speed").
+DRAFT_MARGIN = 2
 #: Smallest side that still makes sense to tag.
 MIN_IMAGE_SIDE = 1
 #: The only Pillow decoders we run on uploads. Others (EPS runs Ghostscript, plus
@@ -122,11 +127,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(source: ImageSource, max_side: int = MAX_WORKING_SIDE) -> Image.Image:
+def load_image(source: ImageSource, max_side: int = MAX_WORKING_SIDE, *, draft_side: int | None = None
+               ) -> Image.Image:
     """Open ``source`` (path, bytes or PIL image) as an upright 8-bit RGB image.
 
     Raises :class:`ImageError` with a readable message for anything that is not a
-    usable image. Huge but valid images are downscaled to ``max_side``.
+    usable image. Huge but valid images are downscaled to ``max_side``. ``draft_side``:
+    a JPEG is decoded at the smallest scale (1/2, 1/4, 1/8, in the DCT) that keeps both
+    sides at least this long (see :data:`DRAFT_MARGIN`).
     """
     img, name = _open(source)
     width, height = img.size
@@ -138,8 +146,9 @@ def load_image(source: ImageSource, max_side: int = MAX_WORKING_SIDE) -> Image.I
     try:
         if getattr(img, "is_animated", False):
             img.seek(0)
-        if img.format in ("JPEG", "MPO") and max(width, height) > 2 * max_side:
-            img.draft("RGB", (max_side, max_side))  # decode at reduced scale: bounded memory
+        if img.format in ("JPEG", "MPO") and (draft_side or max(width, height) > 2 * max_side):
+            side = min(draft_side or max_side, max_side)  # decode at reduced scale: bounded memory
+            img.draft("RGB", (side, side))
         img.load()
         if img.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even when upright
             img = ImageOps.exif_transpose(img)
@@ -174,13 +183,37 @@ def centre_square(img: Image.Image, side: int | None = None) -> Image.Image:
     return img.crop((left, top, left + side, top + side))
 
 
+def model_pixels(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """The model's view of an RGB image, (S, S, 3) uint8: what :func:`stack_pixels` stacks.
+    (Pillow resizes without the GIL, so reader threads run this beside the model.)"""
+    return np.asarray(resize_for_model(img, cfg), dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalised_levels(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32: each channel's 256 input levels, normalised with the float32
+    arithmetic the model was always fed (x / 255, then (x - mean) / std)."""
+    import torch
+    levels = torch.arange(256, dtype=torch.float32).div_(255.0).view(1, 256).repeat(3, 1)
+    if any(m != 0.0 for m in mean) or any(s != 1.0 for s in std):
+        levels = (levels - torch.tensor(mean).view(3, 1)) / torch.tensor(std).view(3, 1)
+    return levels.numpy()
+
+
+def stack_pixels(arrays: Sequence[np.ndarray], cfg: PreprocessConfig) -> torch.Tensor:
+    """Stack (S, S, 3) uint8 images into a normalised float tensor (B, 3, S, S).
+
+    A table lookup per channel gives the same floats as normalising each pixel: 0.3 ms an
+    image instead of up to 12 ms for torch's ops on the permuted uint8 batch."""
+    import torch
+    table = _normalised_levels(tuple(cfg.mean), tuple(cfg.std))
+    batch = np.stack(arrays)
+    out = np.empty((batch.shape[0], 3, *batch.shape[1:3]), np.float32)
+    for channel in range(3):
+        np.take(table[channel], batch[..., channel], out=out[:, channel])
+    return torch.from_numpy(out)
+
+
 def to_tensor(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:
     """Stack RGB images into a normalised float tensor of shape (B, 3, S, S)."""
-    import torch
-    arrays = [np.asarray(resize_for_model(img, cfg), dtype=np.uint8) for img in images]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    if any(m != 0.0 for m in cfg.mean) or any(s != 1.0 for s in cfg.std):
-        batch = (batch - mean) / std
-    return batch.contiguous()
+    return stack_pixels([model_pixels(img, cfg) for img in images], cfg)

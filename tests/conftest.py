@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +52,14 @@ def load_tool(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def json_from_fresh_interpreter(code: str, timeout: float = 240):
+    """Run ``code`` in a fresh interpreter at the repository's root; the JSON its last line prints
+    (import checks: this test process has long imported everything)."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 TOY_SPACE = WordSpaceInfo("toy-space-16", 16)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import default_vocabulary as dv  # noqa: E402
+from sdl_core.colour import channel_of  # noqa: E402
 from sdl_core.wordvec import WORDLLAMA, WordLlamaSpace, unit_rows  # noqa: E402
 
 NUS81 = ("airport animal beach bear birds boats book bridge buildings cars castle cat cityscape clouds "
@@ -159,8 +160,10 @@ def build_vocabulary(synsets: dict[str, Synset], classes: list[str], first_sense
     names = {lemma.lower() for c in classes for lemma in synsets[c].lemmas[:1]}
     seen = dv.seen_tags(tags, names, first_sense, covered, forms)
     tag_vectors, _ = WordLlamaSpace().embed(tags)
-    kept, more = dv.filter_vectors(tags, seen, token_counts(tags), tag_vectors, vectors)
-    return dv.CleanedVocabulary(kept, seen & set(kept), {**dropped, **more})
+    pixel_words = frozenset(t for t in tags if channel_of(t) is not None)
+    kept, more = dv.filter_vectors(tags, seen, token_counts(tags), tag_vectors, vectors, pixel_words)
+    # a colour word is scored from the pixels, never by the classifier (orange the fruit is a class)
+    return dv.CleanedVocabulary(kept, (seen - pixel_words) & set(kept), {**dropped, **more})
 
 
 def token_counts(tags: list[str]) -> list[int]:

@@ -172,15 +172,19 @@ def hub_share(class_vectors: np.ndarray, tag_vectors: np.ndarray, top: int = HUB
 
 
 def filter_vectors(tags: Sequence[str], seen: set[str], token_counts: Sequence[int], tag_vectors: np.ndarray,
-                   class_vectors: np.ndarray) -> tuple[list[str], dict[str, list[str]]]:
+                   class_vectors: np.ndarray, pixel_words: frozenset[str] = frozenset()
+                   ) -> tuple[list[str], dict[str, list[str]]]:
     """Step 3 (every tag), then step 4 (unseen tags: the classifier's hierarchy vouches for seen
     ones), repeated until no unseen tag of what is left is a hub (dropping a hub hands its
-    places among the nearest tags to others)."""
-    keep = [i for i, tokens in enumerate(token_counts) if tokens <= MAX_TOKENS]
-    dropped = {"sub-word vector": [tags[i] for i in range(len(tags)) if token_counts[i] > MAX_TOKENS], "hub": []}
+    places among the nearest tags to others). ``pixel_words`` (monochrome, blue) are scored
+    from the pixels (sdl_core.colour), not by their word vectors, so both steps spare them."""
+    keep = [i for i, tokens in enumerate(token_counts) if tokens <= MAX_TOKENS or tags[i] in pixel_words]
+    dropped = {"sub-word vector": [tags[i] for i in range(len(tags))
+                                   if token_counts[i] > MAX_TOKENS and tags[i] not in pixel_words], "hub": []}
     while True:
         shares = hub_share(class_vectors, tag_vectors[keep])
-        hubs = {i for i, share in zip(keep, shares) if share > HUB_SHARE and tags[i] not in seen}
+        hubs = {i for i, share in zip(keep, shares)
+                if share > HUB_SHARE and tags[i] not in seen and tags[i] not in pixel_words}
         if not hubs:
             return [tags[i] for i in keep], dropped
         dropped["hub"] += [tags[i] for i in keep if i in hubs]

@@ -32,10 +32,34 @@ def add_model_args(parser: argparse.ArgumentParser, *, data_dir: bool = True, mo
 
 
 def load_tagger(args: argparse.Namespace) -> Tagger:
-    """The Tagger the model flags name (torch and timm load here, not at start-up)."""
+    """The Tagger the model flags name (torch and timm load here, not at start-up; timm
+    without torchvision's model zoo, see :mod:`sdl_core.fast_import`)."""
+    from ..fast_import import import_timm
+    import_timm()
     from ..tagger import Tagger
     return Tagger.from_pretrained(args.model, data_dir=args.data_dir, word_space=args.word_space,
                                   device=args.device)
+
+
+class Progress:
+    """A progress bar on stderr for ``progress(done, total)`` callbacks, made on the first call
+    (when the number of photos to encode is known); ``enabled=False`` shows nothing."""
+
+    def __init__(self, desc: str, enabled: bool = True) -> None:
+        self.desc, self.enabled, self.bar = desc, enabled, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="photo", file=sys.stderr, desc=self.desc, dynamic_ncols=True)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def positive(text: str) -> int:

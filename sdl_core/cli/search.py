@@ -16,7 +16,9 @@ from ..errors import TagInputError
 from ..files import exclusive
 from ..registry import DEFAULT_MODEL
 from ..tags import parse_tags
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, add_model_args, load_tagger, positive
+from . import engine
+from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Progress, add_model_args, load_tagger,
+                     positive)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                      f"From {DEFAULT_MIN_PHOTOS:,} photos on (${MIN_PHOTOS_ENV} sets another "
                                      "number) it also writes an approximate index beside it (INDEX.ann), which "
                                      "`search` then uses: only its candidates are scored.")
-    idx.add_argument("folder", metavar="FOLDER")
+    idx.add_argument("folder", metavar="SOURCE", help="a folder of photos (recursive), or a list file: one "
+                                                      "photo path per line (relative to the list file)")
     add_model_args(idx)
     idx.set_defaults(model=None)
     idx.add_argument("--out", help=f"index file (default: FOLDER/{DEFAULT_INDEX_NAME})")
@@ -39,6 +42,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     idx.add_argument("--rebuild", action="store_true",
                      help="start a fresh index even if one exists (e.g. built with another model)")
     idx.add_argument("--no-progress", action="store_true", help="no progress bar")
+    engine.add_engine_args(idx)
     idx.set_defaults(func=cmd_index)
 
     srch = sub.add_parser("search", help="find indexed photos by typed tags",
@@ -58,17 +62,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from ..engines.sources import index_source
     from ..search import DEFAULT_INDEX_NAME, SearchIndexError
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        raise SearchIndexError(f"{folder}: no such folder")
+    engine.check_engine_args(args, {})
+    folder, files = index_source(args.folder)
     out = Path(args.out) if args.out else folder / DEFAULT_INDEX_NAME
     with exclusive(out, "search index", SearchIndexError):  # a second `index` run on it fails clearly
-        return _index_locked(args, folder, out)
+        return _index_locked(args, folder, out, files)
 
 
-def _index_locked(args: argparse.Namespace, folder: Path, out: Path) -> int:
-    """``index`` while holding the index's lock: read the old index, update, write."""
+def _index_locked(args: argparse.Namespace, folder: Path, out: Path, files: list | None) -> int:
+    """``index`` while holding the index's lock: read the old index, update, write.
+    ``files``: the photos of a list file (None: the folder's)."""
     from ..search import load_index, update_index
     old = None if args.rebuild or not out.exists() else load_index(out)
     if args.model is None:  # re-running: the model that built the index
@@ -77,25 +82,16 @@ def _index_locked(args: argparse.Namespace, folder: Path, out: Path) -> int:
     tagger = load_tagger(args)
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir and tagger.source.is_file else None
     space_source = str(Path(args.word_space).resolve()) if args.word_space and args.word_space != "wordllama" else None
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if args.no_progress:
-            return
-        if bar is None:  # made on the first batch, when the number of photos to encode is known
-            from tqdm import tqdm
-            bar = tqdm(total=total, unit="photo", file=sys.stderr, desc="indexing", dynamic_ncols=True)
-        bar.n = done
-        bar.refresh()
-
+    encode = engine.index_encoder(args, tagger, out) if args.engine == "ray" else None
+    progress = Progress("indexing", enabled=not args.no_progress)
     try:
-        index, report = update_index(folder, tagger, old, batch_size=args.batch_size, source=tagger.source.value,
-                                     data_dir=data_dir, word_space_source=space_source, progress=progress)
+        index, report = update_index(folder, tagger, old, files=files, batch_size=args.batch_size,
+                                     source=tagger.source.value, data_dir=data_dir, word_space_source=space_source,
+                                     progress=progress, encode=encode)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     index.save(out)
+    engine.drop_work_folder(out)
     for path, message in report.failed:
         print(f"unreadable: {path}: {message}", file=sys.stderr)
     print(f"{out}: {len(index)} photos ({len(report.added)} added, {len(report.updated)} updated, "

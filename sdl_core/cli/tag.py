@@ -5,13 +5,15 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from ..engines import EngineError
 from ..errors import SDLError
 from ..tags import parse_tags
-from .common import EXIT_OK, EXIT_SOME_FAILED, add_model_args, load_tagger, non_negative, positive
+from . import engine
+from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Progress, add_model_args, load_tagger, non_negative,
+                     positive)
 from .xmp import XmpOutput, add_xmp_args, print_written
 
 if TYPE_CHECKING:
@@ -41,6 +43,10 @@ def _read_vocab(tagger: Tagger, path: str | None) -> Vocabulary | None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    engine.check_engine_args(args, {"--json": args.json, "--csv": args.csv, "--write-xmp": args.write_xmp},
+                             engine.RAY_OPTIONS + (("out", "--out"),))
+    if args.engine == "ray":
+        return cmd_tag_ray(args)
     extra = parse_tags(args.tags)
     xmp = XmpOutput(args) if args.write_xmp else None  # bad XMP options fail before the model loads
     inputs = expand_inputs(args.images, exclude=xmp.excluded() if xmp else ())
@@ -78,6 +84,42 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if errors else EXIT_OK
 
 
+def cmd_tag_ray(args: argparse.Namespace) -> int:
+    """``tag SOURCE... --engine ray --out DIR``: Parquet shards of every photo's vectors and tags
+    (or error); the errors and a summary are printed, with the local engine's exit codes."""
+    if not args.out:
+        raise EngineError("--engine ray writes Parquet shards: name their folder with --out DIR")
+    from ..engines.ray_job import run_job
+    from ..engines.shards import read_results, shard_files
+    from ..engines.sources import tag_items
+    items = list({item.key: item for source in args.images for item in tag_items(source)}.values())
+    extra = parse_tags(args.tags)
+    tagger = load_tagger(args)
+    vocab = _read_vocab(tagger, args.vocab)
+    next(tagger.tag_files([], extra_tags=extra, vocabulary=vocab, only_extra=args.only_tags), None)  # bad tags
+    pool = engine.connect(args, args.threads or 1)
+    batch = args.batch_size or (DEVICE_BATCH_SIZE if pool.gpus else CPU_BATCH_SIZE)
+    spec = engine.job_spec("tag", args, tagger, batch, extra_tags=tuple(extra), only_extra=args.only_tags,
+                           top_k=_top_k(args), min_score=args.min_score,
+                           vocab_tags=tuple(vocab.tags) if vocab is not None else None)
+    out, progress = Path(args.out), Progress("tagging", enabled=sys.stderr.isatty())
+    try:
+        job = run_job(items, spec, out, engine.fingerprint(tagger), pool, shard_photos=args.shard_size,
+                      progress=progress)
+    finally:
+        progress.close()
+    engine.print_job(job)
+    if job.interrupted:
+        print(f"interrupted: {len(shard_files(out))} finished shards are kept in {out}; run the same command "
+              "again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    errors = [e for e in read_results(out, items, columns=["error"]).column("error").to_pylist() if e]
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    print(f"{out}: {len(items)} photos, {len(items) - len(errors)} tagged, {len(errors)} failed")
+    return EXIT_SOME_FAILED if errors else EXIT_OK
+
+
 def _top_k(args: argparse.Namespace) -> int:
     """--top-k as given; else every tag when --min-score filters, else the default."""
     if args.top_k is not None:
@@ -104,10 +146,7 @@ def _result_dict(result: ImageTags, xmp_record: dict | None) -> dict:
 
 def above(result: ImageTags, min_score: float | None) -> ImageTags:
     """The result with only the tags scoring at least ``min_score`` (all when None)."""
-    if min_score is None:
-        return result
-    typed = [replace(t, in_top_k=t.in_top_k and t.score >= min_score) for t in result.typed]
-    return replace(result, tags=[t for t in result.tags if t.score >= min_score], typed=typed)
+    return result.above(min_score)
 
 
 def expand_inputs(items: Sequence[str], exclude: Sequence[Path] = ()) -> dict[str, Path]:
@@ -188,4 +227,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      help="CPU threads for the model (default: the cores this process may use; "
                           "on a busy shared machine 1 can be much faster)")
     add_xmp_args(tag)
+    engine.add_engine_args(tag, results=True)
     tag.set_defaults(func=cmd_tag)

@@ -8,6 +8,7 @@ approximate part (:mod:`.ann`) scores only the candidates it names, with the sam
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -16,10 +17,11 @@ import numpy as np
 import torch
 
 from ..errors import TagInputError
-from ..scoring import score_tags, top_k_indices
+from ..scoring import LowPrecision, approximate_products, best_scores, exact_top, score_tags, top_k_indices
 from ..tags import clean_tags
 from ..vocab import Vocabulary
-from ..wordvec import WORDLLAMA, TableSpace, WordSpace, load_word_space
+from ..colour import packaged_space
+from ..wordvec import TableSpace, WordSpace, load_word_space
 from .index import SearchIndex
 
 MODES = ("any", "all")
@@ -27,6 +29,9 @@ MODES = ("any", "all")
 #: with an approximate part) go in blocks small enough that their float32 copy stays in cache.
 SEARCH_CHUNK = 32_768
 FLOAT16_CHUNK = 1024
+#: Indexes with at least this many vector entries (N x K x D) are first scanned in bfloat16
+#: (a copy kept beside the index: half its size again), then the candidates exactly.
+LOW_PRECISION_FROM = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,9 @@ def query_space(index: SearchIndex, word_space: str | Path | WordSpace | None = 
     was built with if it is still there, else the model's vocabulary as a table."""
     info = index.identity.word_space
     if word_space is None:
-        if info == WORDLLAMA:
-            return load_word_space("wordllama")
+        packaged = packaged_space(info)
+        if packaged is not None:
+            return packaged
         if index.word_space_source and Path(index.word_space_source).is_file():
             word_space = index.word_space_source
         else:
@@ -108,8 +114,44 @@ def tag_scores(vectors: torch.Tensor, tag_vectors: torch.Tensor, reduction: str)
     out = torch.empty(vectors.shape[0], tag_vectors.shape[0])
     chunk = SEARCH_CHUNK if vectors.dtype == torch.float32 else FLOAT16_CHUNK
     for start in range(0, vectors.shape[0], chunk):
-        out[start:start + chunk] = score_tags(vectors[start:start + chunk].float(), tag_vectors, reduction)[0]
+        out[start:start + chunk] = best_scores(vectors[start:start + chunk].float(), tag_vectors, reduction)
     return out
+
+
+#: id of an index's vectors -> (their version, the bfloat16 copy or None before the 2nd query);
+#: an entry goes with its vectors.
+_low_copies: dict[int, tuple[int, LowPrecision | None]] = {}
+
+
+def low_precision_of(vectors: torch.Tensor) -> LowPrecision | None:
+    """The bfloat16 copy of a large index's (N, K, D) vectors, made at its second query (making
+    it reads the vectors once more, so a one-query command never pays for it) and again if they
+    change in place; None before that, for small indexes, or where bfloat16 does not pay."""
+    if vectors.numel() < LOW_PRECISION_FROM:
+        return None
+    key = id(vectors)
+    kept = _low_copies.get(key)
+    if kept is None:
+        weakref.finalize(vectors, _low_copies.pop, key, None)
+        _low_copies[key] = (vectors._version, None)
+        return None
+    if kept[1] is None or kept[0] != vectors._version:
+        kept = (vectors._version, LowPrecision.of(vectors.reshape(-1, vectors.shape[-1])))
+        _low_copies[key] = kept
+    return kept[1]
+
+
+def best_rows(vectors: torch.Tensor, w: torch.Tensor, reduction: str, mode: str, n: int) -> torch.Tensor:
+    """Rows of the n photos with the best combined score (top_rows of the float32 scores):
+    large indexes pass over a bfloat16 copy, then score the candidates exactly."""
+    low = low_precision_of(vectors)
+    if low is None or reduction != "max":
+        return top_rows(combine(tag_scores(vectors, w, reduction), mode)[0], n)
+    count, k, _ = vectors.shape
+    products, bound = approximate_products(w, low)  # (T, N * K)
+    approx, _ = combine(products.view(-1, count, k).amax(dim=2).t(), mode)
+    exact = (lambda rows: combine(best_scores(vectors[rows].float(), w, reduction), mode)[0])
+    return exact_top(approx, bound, min(max(1, n), count), exact)[0]
 
 
 def combine(scores: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,18 +175,20 @@ def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int
     if len(index) == 0:
         return SearchResult([], found, missing, mode, 0)
     w = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    scored = len(index)
     if index.ann is not None:
-        rows = torch.from_numpy(np.sort(index.rows_of(index.ann.candidates(w.numpy(), top_n, mode))))
-        per_tag = tag_scores(index.vectors[rows], w, index.reduction)
+        candidates = torch.from_numpy(np.sort(index.rows_of(index.ann.candidates(w.numpy(), top_n, mode))))
+        scored = len(candidates)
+        per_tag = tag_scores(index.vectors[candidates], w, index.reduction)
+        rows = candidates[top_rows(combine(per_tag, mode)[0], top_n)] if scored else candidates
     elif index.reduction == "mean":  # exact shortcut: the mean over k is linear
-        rows, per_tag = None, index.mean_vectors() @ w.t()
+        per_tag = index.mean_vectors() @ w.t()
+        rows = top_rows(combine(per_tag, mode)[0], top_n)
     else:
-        rows, per_tag = None, tag_scores(index.vectors, w, index.reduction)
-    combined, _ = combine(per_tag, mode)
-    best = top_rows(combined, top_n) if len(combined) else torch.zeros(0, dtype=torch.long)
-    hits = _hits(index, best if rows is None else rows[best], w, found, mode)
+        rows = best_rows(index.vectors, w, index.reduction, mode, top_n)
+    hits = _hits(index, rows, w, found, mode)
     hits.sort(key=lambda h: (-h.score, h.path))
-    return SearchResult(hits, found, missing, mode, len(index), index.ann is not None, len(combined))
+    return SearchResult(hits, found, missing, mode, len(index), index.ann is not None, scored)
 
 
 def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:

@@ -84,20 +84,25 @@ def entries_for_files(paths: Sequence[str | Path]) -> tuple[Path, list[FileEntry
 
 
 ProgressFn = Callable[[int, int], None]
+#: Encodes the photos to (re)index: (root, todo, report, progress) -> (entries that loaded, their vectors).
+EncodeFn = Callable[[Path, list[FileEntry], UpdateReport, "ProgressFn | None"],
+                    tuple[list[FileEntry], list[torch.Tensor]]]
 
 
 def update_index(root: str | Path, tagger: "Tagger", index: SearchIndex | None = None, *,
                  files: Sequence[FileEntry] | None = None, batch_size: int = 16, source: str | None = None,
                  data_dir: str | None = None, word_space_source: str | None = None,
-                 progress: ProgressFn | None = None) -> tuple[SearchIndex, UpdateReport]:
+                 progress: ProgressFn | None = None, encode: EncodeFn | None = None
+                 ) -> tuple[SearchIndex, UpdateReport]:
     """Index ``root`` (or ``files`` under it), reusing every vector of ``index`` whose
     file has the same size and mtime: only new or changed photos go through the model.
 
     Unreadable files are reported in the result, not raised. Ctrl-C stops early and
     returns what is done (``report.interrupted``), so the caller can save it.
-    ``progress(done, total)`` is called after each batch. From :func:`.ann.min_photos`
-    photos on, the result has an approximate part: ``index``'s, updated in place (it moves
-    to the result), or a new one.
+    ``progress(done, total)`` is called after each batch. ``encode(root, todo, report, progress)``
+    replaces the in-process encoding step (the Ray engine: :mod:`sdl_core.engines.ray_job`). From
+    :func:`.ann.min_photos` photos on, the result has an approximate part: ``index``'s, updated
+    in place (it moves to the result), or a new one.
     """
     root = Path(root).resolve()
     identity = model_identity(tagger, source, data_dir)
@@ -119,7 +124,10 @@ def update_index(root: str | Path, tagger: "Tagger", index: SearchIndex | None =
     seen_now = {e.path for e in current}
     report.removed = [p for p in old if p not in seen_now]
     report.unchanged = len(keep_rows)
-    new_entries, new_vectors = _encode_entries(root, todo, tagger, max(1, batch_size), report, progress)
+    if encode is None:
+        new_entries, new_vectors = _encode_entries(root, todo, tagger, max(1, batch_size), report, progress)
+    else:
+        new_entries, new_vectors = encode(root, todo, report, progress)
     for entry in new_entries:
         (report.updated if entry.path in old else report.added).append(entry.path)
     cfg = tagger.config

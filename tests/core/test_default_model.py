@@ -13,6 +13,7 @@ from PIL import Image
 
 from sdl_core import Tagger
 from sdl_core.checkpoint import build_model, load_checkpoint, save_checkpoint
+from sdl_core.colour import CHANNELS
 from sdl_core.conse import ConSEModel, load_efficientnet_lite_weights
 from sdl_core.default_model import (CLASS_VECTORS, NAME, UNSEEN, VOCABULARY, build, class_names, default_config,
                                     read_class_vectors)
@@ -70,7 +71,7 @@ def test_typed_imagenet_class_names_are_seen_though_not_listed(tagger):
 def test_coffee_photo_gets_coffee_tags(tagger):
     top5 = [t.tag for t in tagger.tag(COFFEE, top_k=5)]
     assert top5[0] in COFFEE_LIKE, top5
-    assert len(COFFEE_LIKE.intersection(top5)) >= 3, top5
+    assert len(COFFEE_LIKE.intersection(top5)) >= 2, top5  # beside the photo's colours (orange, red)
     typed = tagger.tag(COFFEE, extra_tags=["espresso", "zebra"], only_extra=True, top_k=0)
     assert [t.tag for t in typed] == ["espresso", "zebra"]
 
@@ -117,7 +118,8 @@ def test_model_builds_without_weights_and_checks_its_config():
     assert isinstance(model, ConSEModel) and float(model.class_vectors.abs().sum()) == 0.0
     with torch.inference_mode():
         encoded = model.encode(torch.zeros(2, 3, 224, 224), with_maps=True)
-    assert encoded.vectors.shape == (2, 3, 256) and encoded.local.shape[:3] == (2, 3, 256)
+    d = 256 + len(CHANNELS)  # WordLlama plus the colour channels
+    assert encoded.vectors.shape == (2, 3, d) and encoded.local.shape[:3] == (2, 3, d)
     bad = default_config().__class__.from_dict({**json.loads(default_config().to_json()), "kind": "sdl"})
     with pytest.raises(ValueError, match="conse"):
         ConSEModel(bad)

@@ -6,9 +6,6 @@ check runs in a fresh interpreter (this test process has long imported everythin
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 import sdl_core
 from sdl_core.checkpoint import save_checkpoint
 from sdl_core.search import update_index
-from tests.conftest import ROOT, make_photo, make_sdl_model, make_vocab
+from tests.conftest import json_from_fresh_interpreter, make_photo, make_sdl_model, make_vocab
 
 HEAVY = ("torch", "timm", "torchvision")
 
@@ -28,10 +25,7 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
 
 def heavy_modules_after(code: str) -> list[str]:
     """Run ``code`` in a fresh interpreter; the heavy modules it left loaded."""
-    proc = subprocess.run([sys.executable, "-c", code + REPORT], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json_from_fresh_interpreter(code + REPORT)
 
 
 def test_import_sdl_core_and_light_names_load_neither_torch_nor_timm():
