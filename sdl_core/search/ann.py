@@ -235,6 +235,11 @@ class ApproxIndex:
             picked.append(found[found >= 0])
         return np.unique(np.concatenate(picked))
 
+    def pays(self) -> bool:
+        """False when calibration had to raise the scan past half the entries (vectors that do
+        not cluster: :mod:`.calibrate`): reading every vector is then as quick, and search does."""
+        return self.scan <= MIN_SCAN or 2 * self.scan <= self.entries
+
     def matches(self, photos: int) -> bool:
         """Whether it holds exactly ``photos`` photos (an index and its sidecar agree)."""
         return self.entries == photos * self.k and (self.means is None or int(self.means.ntotal) == photos)

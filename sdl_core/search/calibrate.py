@@ -6,8 +6,10 @@ such structure form none, and then only a larger scan finds the best photos (on 
 random vectors the default scan found 4-45 % of them). So a freshly built index answers a
 sample of the model's own tags (:data:`SAMPLE_TAGS`, one exact pass over the vectors for all
 of them), and while fewer than :data:`TARGET` of exact search's 20 best photos are among its
-candidates, the scan doubles, up to the whole index (exact then, only slower). The scan is
-stored with the index.
+candidates, the scan doubles, up to the whole index. The scan is stored with the index; one
+of more than half the entries does not pay (:meth:`.ApproxIndex.pays`), and search then
+reads every vector: on isotropic vectors at 100,000 photos the calibrated scan found 96-100 %
+of the best photos but took 35-277 ms, exact search 6-62 ms.
 """
 from __future__ import annotations
 
@@ -51,4 +53,7 @@ def calibrate(ann: ApproxIndex, vectors: torch.Tensor, ids: np.ndarray, tag_vect
             break
         ann.scan = min(ann.entries, 2 * ann.scan)
     log.info("approximate index: %d entries scanned per tag find %.0f%% of the best photos", ann.scan, 100 * share)
+    if not ann.pays():
+        log.warning("the principal vectors do not cluster: the approximate index would scan %d of %d entries "
+                    "per tag, so search reads every vector instead", ann.scan, ann.entries)
     return share

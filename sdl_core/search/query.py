@@ -176,7 +176,8 @@ def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int
         return SearchResult([], found, missing, mode, 0)
     w = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     scored = len(index)
-    if index.ann is not None:
+    approximate = index.ann is not None and index.ann.pays()
+    if approximate:
         candidates = torch.from_numpy(np.sort(index.rows_of(index.ann.candidates(w.numpy(), top_n, mode))))
         scored = len(candidates)
         per_tag = tag_scores(index.vectors[candidates], w, index.reduction)
@@ -188,7 +189,7 @@ def search(index: SearchIndex, tags: Iterable[str], space: WordSpace, top_n: int
         rows = best_rows(index.vectors, w, index.reduction, mode, top_n)
     hits = _hits(index, rows, w, found, mode)
     hits.sort(key=lambda h: (-h.score, h.path))
-    return SearchResult(hits, found, missing, mode, len(index), index.ann is not None, scored)
+    return SearchResult(hits, found, missing, mode, len(index), approximate, scored)
 
 
 def top_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
