@@ -18,7 +18,7 @@ candidates is approximate.
   index (id = photo id), asked by ``all`` with the sum of the tags: <mean_k A_k, sum_t w_t>
   is a photo's sum of scores, at least T times its weakest. (The mean vectors alone name
   a rare tag's photos badly: they mix all of a photo's tags, so they sit in lists that fit
-  other tags; at 1,000,000 photos one tag in 30 lost a third of its best photos.)
+  other tags; at 1,000,000 photos 3 rare tags in 30 lost a quarter to a third of their best photos.)
 
 The entries are grouped into ~2 sqrt(n) lists around k-means centroids; a query scans the
 lists whose centroids fit the tag best: :data:`NPROBE` of them, or as many as hold
@@ -86,7 +86,7 @@ _HEADER_ROOM = 4096  # bytes kept for the JSON manifest (written last, when the 
 
 def _faiss() -> Any:
     """FAISS, its OpenMP threads told to sleep when idle: spinning (the default), they took the
-    CPU from torch's threads between two searches and made a search up to 20x slower. Only
+    CPU from torch's threads between two searches and made a search up to 10x slower. Only
     FAISS's runtime reads the setting now (torch's read the environment when torch loaded);
     an explicit OMP_WAIT_POLICY is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
