@@ -6,7 +6,7 @@ space only knows a colour word by the company it keeps. So the default model mea
 colour directly and carries it in the principal vectors, keeping the one contract
 ``score = reduce_k <A_k, w_t>``:
 
-* the word space gets one extra dimension per colour channel (:class:`ColourSpace`):
+* the word space gets one extra dimension per colour channel (:class:`sdl_core.evidence.EvidenceSpace`):
   a colour word's vector is that channel's axis, every other tag's vector is its base
   word vector with zeros there (its score is exactly what it was without colour);
 * each principal vector gets the image's colour evidence in those dimensions, so a
@@ -19,16 +19,10 @@ Colour words stay *unseen*: no ImageNet class covers them (the issue's rule).
 """
 from __future__ import annotations
 
-import functools
-from typing import Sequence
-
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .config import WordSpaceInfo
 from .tags import normalize_tag
-from .wordvec import WORDLLAMA, WordSpace, load_word_space
 
 #: One evidence channel each, in the order of the extra dimensions.
 CHANNELS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown",
@@ -53,13 +47,8 @@ ACHROMATIC_FLOOR = 0.5
 FULL_SCORE = 0.5
 
 
-def colour_info(base: WordSpaceInfo) -> WordSpaceInfo:
-    """The augmented space's identity: the base space plus one dimension per channel."""
-    return WordSpaceInfo(f"{base.name}+colour{len(CHANNELS)}", base.dim + len(CHANNELS))
-
-
 def channel_of(tag: str) -> int | None:
-    """The channel index a tag reads, or None for a plain word."""
+    """The colour channel a tag reads, or None for a plain word ("orange" reads a colour)."""
     name = CHANNEL_OF_WORD.get(normalize_tag(tag))
     return None if name is None else CHANNELS.index(name)
 
@@ -116,47 +105,3 @@ def colour_grid(rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if rgb.shape[-2] > small[0] and rgb.shape[-1] > small[1]:
         rgb = F.adaptive_avg_pool2d(rgb.float(), small)
     return F.adaptive_avg_pool2d(pixel_memberships(rgb), size)
-
-
-class ColourSpace(WordSpace):
-    """A base word space plus one dimension per colour channel (see the module docstring).
-
-    Colour words get their channel's axis (and no base part: a word space's idea of
-    "blue" is the company the word keeps, not the colour); other tags keep their base
-    vectors, zero-padded."""
-
-    def __init__(self, base: WordSpace) -> None:
-        super().__init__(colour_info(base.info))
-        self.base = base
-
-    def _embed_new(self, tags: list[str]) -> np.ndarray:
-        out = np.zeros((len(tags), self.dim), dtype=np.float32)
-        channels = [channel_of(t) for t in tags]
-        plain = [i for i, c in enumerate(channels) if c is None]
-        if plain:
-            vectors, found = self.base.embed([tags[i] for i in plain])
-            out[np.asarray(plain)[found], :self.base.dim] = vectors[found]
-        for i, channel in enumerate(channels):
-            if channel is not None:
-                out[i, self.base.dim + channel] = 1.0
-        return out
-
-    def approximate(self, tags: Sequence[str]) -> np.ndarray:
-        flags = self.base.approximate(tags)
-        return np.array([bool(f) and channel_of(t) is None for t, f in zip(tags, flags)], dtype=bool)
-
-
-@functools.lru_cache(maxsize=1)
-def colour_wordllama() -> ColourSpace:
-    """WordLlama plus the colour channels (the default model's space), one per process."""
-    return ColourSpace(load_word_space("wordllama"))
-
-
-def packaged_space(info: WordSpaceInfo) -> WordSpace | None:
-    """The word space a model in ``info`` gets without a file: the ones that ship in pip
-    wheels (WordLlama, with or without colour channels); None for any other."""
-    if info == WORDLLAMA:
-        return load_word_space("wordllama")
-    if info == colour_info(WORDLLAMA):
-        return colour_wordllama()
-    return None

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .colour import CHANNELS, colour_grid, evidence_scores
+from .faces import detect_faces, person_evidence
 from .config import ModelConfig
 from .errors import CheckpointError
 from .files import load_torch_weights
@@ -39,10 +40,10 @@ from .model import Encoded, PrincipalVectorModel
 #: Hyper-parameters (stored in ``config.extra`` so a checkpoint records them).
 #: ``max_tag_cosine``: the tagger shows no two tags whose word vectors are closer than
 #: this (see :mod:`sdl_core.diversity`); scores are not changed by it.
-#: ``colour``: the word space is a :class:`sdl_core.colour.ColourSpace` and the principal vectors
-#: carry the image's colour evidence in its extra dimensions.
+#: ``colour`` / ``person``: the word space is a :class:`sdl_core.evidence.EvidenceSpace` and the
+#: principal vectors carry the image's colour evidence / face detections in its extra dimensions.
 DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3, "max_tag_cosine": 0.65,
-                 "colour": False}
+                 "colour": False, "person": False}
 
 
 @dataclass
@@ -77,8 +78,10 @@ class ConSEModel(PrincipalVectorModel):
         if self.temperature <= 0 or self.window < 1:
             raise ValueError("temperature must be > 0 and window >= 1")
         self.colour_dims = len(CHANNELS) if params["colour"] else 0
-        if config.d <= self.colour_dims:
-            raise ValueError(f"a {config.d}-d word space has no room for {self.colour_dims} colour dimensions")
+        self.person_dims = 1 if params["person"] else 0
+        self.evidence_dims = self.colour_dims + self.person_dims
+        if config.d <= self.evidence_dims:
+            raise ValueError(f"a {config.d}-d word space has no room for {self.evidence_dims} evidence dimensions")
         try:
             self.classifier = timm.create_model(config.backbone, pretrained=False, num_classes=self.num_classes)
         except RuntimeError as exc:
@@ -86,7 +89,7 @@ class ConSEModel(PrincipalVectorModel):
         head = self.classifier.get_classifier()
         if not isinstance(head, nn.Linear):
             raise CheckpointError(f"{config.backbone}: ConSE needs a linear classifier after global pooling")
-        self.register_buffer("class_vectors", torch.zeros(self.num_classes, config.d - self.colour_dims))
+        self.register_buffer("class_vectors", torch.zeros(self.num_classes, config.d - self.evidence_dims))
 
     @property
     def trunk(self) -> nn.Module:
@@ -117,26 +120,44 @@ class ConSEModel(PrincipalVectorModel):
         weights, classes = at_peak.topk(self.top_t, dim=2)  # (B, K, T)
         u = self.class_vectors.float()[classes]  # (B, K, T, D)
         vectors = F.normalize((weights[..., None] * u).sum(dim=2), dim=-1)
-        colour = self._colour_grid(pixels, (h, w)) if self.colour_dims else None
-        if colour is not None:  # the whole image's evidence, the same for every principal vector
-            evidence = evidence_scores(colour.mean(dim=(2, 3)))  # (B, C)
-            vectors = torch.cat([vectors, evidence[:, None, :].expand(b, self.k, self.colour_dims)], dim=-1)
+        evidence, cells = self._evidence(pixels, (h, w), with_maps)
+        if evidence is not None:  # the whole image's evidence, the same for every principal vector
+            vectors = torch.cat([vectors, evidence[:, None, :].expand(b, self.k, self.evidence_dims)], dim=-1)
         if not with_maps:
             return ConSEEncoded(vectors=vectors)
         local_w = flat.gather(1, classes.reshape(b, -1)[:, :, None].expand(b, self.k * self.top_t, h * w))
         local_w = local_w.view(b, self.k, self.top_t, h, w)
         local = torch.einsum("bkthw,bktd->bkdhw", local_w, u)
-        if colour is not None:  # where each colour is
-            cells = evidence_scores(colour.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, h, w)
-            local = torch.cat([local, cells[:, None].expand(b, self.k, self.colour_dims, h, w)], dim=2)
+        if cells is not None:  # where each colour, each face is
+            local = torch.cat([local, cells[:, None].expand(b, self.k, self.evidence_dims, h, w)], dim=2)
         return ConSEEncoded(vectors=vectors, local=local, class_maps=per_cell.view(b, self.k, h, w))
 
-    def _colour_grid(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(B, C, h, w) colour shares on the probability grid (the same window pooling)."""
+    def _evidence(self, pixels: torch.Tensor, size: tuple[int, int], with_maps: bool
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(B, E) pixel evidence per image and, with maps, (B, E, h, w) per cell of the probability
+        grid (measured on the grid before the window pooling, then pooled the same way)."""
+        if not self.evidence_dims:
+            return None, None
         prep = self.config.preprocess
         mean = torch.tensor(prep.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(prep.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-        grid = colour_grid(pixels.float() * std + mean, (size[0] + self.window - 1, size[1] + self.window - 1))
+        rgb = pixels.float() * std + mean
+        padded = (size[0] + self.window - 1, size[1] + self.window - 1)
+        parts, cells = [], []
+        if self.colour_dims:
+            grid = self._pooled(colour_grid(rgb, padded))
+            parts.append(evidence_scores(grid.mean(dim=(2, 3))))
+            if with_maps:
+                cells.append(evidence_scores(grid.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        if self.person_dims:
+            faces = detect_faces(rgb.cpu())
+            score, grid = person_evidence(faces, tuple(rgb.shape[-2:]), padded)
+            parts.append(score[:, None].to(pixels.device))
+            if with_maps:
+                cells.append(self._pooled(grid[:, None].to(pixels.device)))
+        return torch.cat(parts, dim=1), (torch.cat(cells, dim=1) if with_maps else None)
+
+    def _pooled(self, grid: torch.Tensor) -> torch.Tensor:
         window = min(self.window, grid.shape[-2], grid.shape[-1])
         return F.avg_pool2d(grid, window, stride=1)
 

@@ -19,7 +19,8 @@ from .config import ModelConfig, PreprocessConfig
 from .errors import CheckpointError
 from .registry import DEFAULT_ENTRY
 from .vocab import Vocabulary
-from .colour import channel_of, colour_info, colour_wordllama
+from .colour import channel_of
+from .evidence import evidence_info, evidence_wordllama
 from .wordvec import WORDLLAMA, WordSpace
 
 if TYPE_CHECKING:
@@ -42,10 +43,10 @@ def default_config() -> ModelConfig:
     """The default's architecture and hyper-parameters (recorded in any checkpoint)."""
     from .conse import DEFAULT_EXTRA
     return ModelConfig(
-        kind="conse", backbone="tf_efficientnet_lite0", k=3, word_space=colour_info(WORDLLAMA),
+        kind="conse", backbone="tf_efficientnet_lite0", k=3, word_space=evidence_info(WORDLLAMA),
         preprocess=PreprocessConfig(size=224, resize="squash", interpolation="bicubic",
                                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        reduction="mean", name=NAME, description=DESCRIPTION, extra={**DEFAULT_EXTRA, "colour": True})
+        reduction="mean", name=NAME, description=DESCRIPTION, extra={**DEFAULT_EXTRA, "colour": True, "person": True})
 
 
 def read_class_vectors(path: Path = CLASS_VECTORS) -> torch.Tensor:
@@ -93,7 +94,7 @@ def default_vocabulary(space: WordSpace) -> Vocabulary:
 @functools.lru_cache(maxsize=1)
 def build() -> tuple[ConSEModel, Vocabulary, WordSpace]:
     """The registry's builder: built once per process, shared by every Tagger."""
-    space = colour_wordllama()
+    space = evidence_wordllama()
     model = build_default_model()
     vocab = default_vocabulary(space)
     log.info("loaded %s: %d tags (%d unseen)", NAME, len(vocab), len(vocab.unseen_tags))

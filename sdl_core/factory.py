@@ -170,7 +170,7 @@ def load_model(name_or_path: str | Path | None = None, *, data_dir: str | Path |
     table bridged from WordLlama (:mod:`sdl_core.bridge`: typed tags get approximate vectors;
     a table under MIN_BRIDGE_TAGS tags stays the vocabulary alone).
     """
-    from .colour import packaged_space
+    from .evidence import packaged_space
     from .wordvec import load_word_space
     source = resolve(name_or_path)
     space = load_word_space(word_space) if isinstance(word_space, (str, Path)) else word_space

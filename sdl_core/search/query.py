@@ -20,7 +20,7 @@ from ..errors import TagInputError
 from ..scoring import LowPrecision, approximate_products, best_scores, exact_top, score_tags, top_k_indices
 from ..tags import clean_tags
 from ..vocab import Vocabulary
-from ..colour import packaged_space
+from ..evidence import packaged_space
 from ..wordvec import TableSpace, WordSpace, load_word_space
 from .index import SearchIndex
 
