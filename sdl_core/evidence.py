@@ -45,9 +45,14 @@ def evidence_info(base: WordSpaceInfo, layout: str = DEFAULT_LAYOUT) -> WordSpac
     return WordSpaceInfo(f"{base.name}{layout}", base.dim + len(LAYOUTS[layout]))
 
 
+def channel_name(tag: str) -> str | None:
+    """The evidence channel a tag reads ("grey" -> "gray", "face" -> "person"), or None."""
+    return _WORDS.get(normalize_tag(tag))
+
+
 def channel_index(tag: str, channels: Sequence[str]) -> int | None:
     """The index among ``channels`` of the channel a tag reads, or None for a plain word."""
-    name = _WORDS.get(normalize_tag(tag))
+    name = channel_name(tag)
     return channels.index(name) if name in channels else None
 
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import default_vocabulary as dv  # noqa: E402
 from sdl_core.colour import channel_of  # noqa: E402
+from sdl_core.evidence import channel_name  # noqa: E402
 from sdl_core.wordvec import WORDLLAMA, WordLlamaSpace, unit_rows  # noqa: E402
 
 NUS81 = ("airport animal beach bear birds boats book bridge buildings cars castle cat cityscape clouds "
@@ -162,6 +163,10 @@ def build_vocabulary(synsets: dict[str, Synset], classes: list[str], first_sense
     tag_vectors, _ = WordLlamaSpace().embed(tags)
     pixel_words = frozenset(t for t in tags if channel_of(t) is not None)
     kept, more = dv.filter_vectors(tags, seen, token_counts(tags), tag_vectors, vectors, pixel_words)
+    # an evidence channel is listed once, by its own name: "face" and "human" read the person
+    # channel just as "person" does (typed, they still do)
+    more["channel synonym"] = [t for t in kept if channel_name(t) not in (None, t)]
+    kept = [t for t in kept if t not in more["channel synonym"]]
     # a colour word is scored from the pixels, never by the classifier (orange the fruit is a class)
     return dv.CleanedVocabulary(kept, (seen - pixel_words) & set(kept), {**dropped, **more})
 

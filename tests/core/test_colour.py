@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from sdl_core import Tagger
-from sdl_core.colour import CHANNELS, FULL_SCORE, ColourSpace, channel_of, evidence_scores, pixel_memberships
+from sdl_core.colour import CHANNELS, FULL_SCORE, channel_of, evidence_scores, pixel_memberships
+from sdl_core.evidence import EvidenceSpace
 from sdl_core.conse import ConSEModel
 from sdl_core.default_model import default_config
 from sdl_core.search import query_space, search, update_index
@@ -69,7 +70,7 @@ def test_words_and_aliases():
 
 def test_colour_space_keeps_plain_words_and_gives_colours_an_axis(tagger):
     space = tagger.word_space
-    assert isinstance(space, ColourSpace)
+    assert isinstance(space, EvidenceSpace)
     base = space.base
     vectors, found = space.embed(["lake", "blue", "grey"])
     assert found.all()
@@ -80,9 +81,9 @@ def test_colour_space_keeps_plain_words_and_gives_colours_an_axis(tagger):
 
 
 def test_plain_tags_score_exactly_as_without_colour(tagger):
-    """The colour dimensions change colour words only: every other tag's score is the old one."""
+    """The evidence dimensions change colour and person words only: every other tag's score is the old one."""
     config = default_config()
-    plain_config = type(config)(**{**config.__dict__, "extra": {**config.extra, "colour": False},
+    plain_config = type(config)(**{**config.__dict__, "extra": {**config.extra, "colour": False, "person": False},
                                    "word_space": tagger.word_space.base.info})
     plain = ConSEModel(plain_config)
     state = {k: v for k, v in tagger.model.state_dict().items()}
@@ -93,7 +94,7 @@ def test_plain_tags_score_exactly_as_without_colour(tagger):
         without = plain.eval().encode(pixels).vectors
     base_dim = tagger.word_space.base.dim
     assert torch.allclose(with_colour[..., :base_dim], without, atol=1e-6)
-    assert with_colour.shape[-1] == base_dim + len(CHANNELS)
+    assert with_colour.shape[-1] == base_dim + len(CHANNELS) + 1  # + the person channel
 
 
 def test_blue_photo_is_tagged_blue_and_unseen(tagger):
@@ -134,6 +135,6 @@ def test_search_ranks_photos_by_colour(tagger, tmp_path):
         _plain(rgb, 160).save(tmp_path / name)
     index, _ = update_index(tmp_path, tagger)
     space = query_space(index)
-    assert isinstance(space, ColourSpace)  # an index of the default model gets its colour space back
+    assert isinstance(space, EvidenceSpace)  # an index of the default model gets its colour space back
     result = search(index, ["green"], space)
     assert Path(result.hits[0].path).name == "green.jpg"
