@@ -118,7 +118,7 @@ def test_model_builds_without_weights_and_checks_its_config():
     assert isinstance(model, ConSEModel) and float(model.class_vectors.abs().sum()) == 0.0
     with torch.inference_mode():
         encoded = model.encode(torch.zeros(2, 3, 224, 224), with_maps=True)
-    d = 256 + len(CHANNELS)  # WordLlama plus the colour channels
+    d = 256 + len(CHANNELS) + 1  # WordLlama plus the colour channels and the person channel
     assert encoded.vectors.shape == (2, 3, d) and encoded.local.shape[:3] == (2, 3, d)
     bad = default_config().__class__.from_dict({**json.loads(default_config().to_json()), "kind": "sdl"})
     with pytest.raises(ValueError, match="conse"):
