@@ -106,15 +106,26 @@ def imagenet_synsets() -> list[str]:
 
 
 def class_vectors(space: WordLlamaSpace, synsets: dict[str, Synset], classes: list[str],
-                  levels: int = LEVELS) -> np.ndarray:
-    """u_c = unit(mean(v(name_c), unit-mean names of hypernym level 1, ..., level L))."""
+                  first_sense: dict[str, str], levels: int = LEVELS) -> np.ndarray:
+    """u_c = unit(mean(v(name_c), unit-mean names of hypernym level 1, ..., level L)).
+
+    A hypernym enters by a name only where that name first means it (:func:`sense_name`):
+    bubble's hypernym "ball" (a globule) would otherwise bring every ball game to a water drop."""
     rows = []
     for offset in classes:
         parts = [embed_names(space, [synsets[offset].lemmas[0]])]
         for level in hypernym_levels(synsets, offset, levels):
-            parts.append(embed_names(space, [synsets[h].lemmas[0] for h in level]))
+            names = [name for name in (sense_name(synsets[h], first_sense) for h in level) if name]
+            if names:
+                parts.append(embed_names(space, names))
         rows.append(unit_rows(np.mean(parts, axis=0)[None])[0])
     return np.stack(rows)
+
+
+def sense_name(synset: Synset, first_sense: dict[str, str]) -> str | None:
+    """The first lemma of a synset whose most frequent noun sense is that synset, or None
+    (ball.n.03 "a globule" has none: "ball" first means the game's ball)."""
+    return next((lemma for lemma in synset.lemmas if first_sense.get(lemma.lower()) == synset.offset), None)
 
 
 def embed_names(space: WordLlamaSpace, names: list[str]) -> np.ndarray:
@@ -203,12 +214,14 @@ def main(argv: list[str] | None = None) -> int:
 
     synsets = read_wordnet_nouns(args.wordnet)
     classes = imagenet_synsets()
-    vectors = class_vectors(WordLlamaSpace(), synsets, classes, args.levels).astype(np.float16)
-    vocab = build_vocabulary(synsets, classes, dv.read_first_senses(args.wordnet),
+    first_sense = dv.read_first_senses(args.wordnet)
+    vectors = class_vectors(WordLlamaSpace(), synsets, classes, first_sense, args.levels).astype(np.float16)
+    vocab = build_vocabulary(synsets, classes, first_sense,
                              read_noun_exceptions(args.wordnet), vectors.astype(np.float32), dv.read_words(args.words))
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"word_space": WORDLLAMA.name, "dim": str(WORDLLAMA.dim),
-            "recipe": f"unit(mean(name, hypernym levels 1..{args.levels})), WordNet 3.0 first lemmas",
+            "recipe": f"unit(mean(name, hypernym levels 1..{args.levels})), WordNet 3.0: the first lemma "
+                      "that first means the hypernym",
             "synsets": json.dumps(["n" + c for c in classes]),
             "names": json.dumps([synsets[c].lemmas[0] for c in classes])}
     save_file({"class_vectors": vectors}, str(args.out / "class_vectors.safetensors"), metadata=meta)

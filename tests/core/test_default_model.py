@@ -155,13 +155,17 @@ def test_build_tool_reproduces_shipped_class_vectors():
 
     synsets = tool.read_wordnet_nouns(WORDNET)
     classes = tool.imagenet_synsets()
-    picked = [0, 281, 504, 967]  # tench, tabby, coffee mug, espresso
-    fresh = tool.class_vectors(load_word_space("wordllama"), synsets, [classes[i] for i in picked])
+    first_sense = tool.dv.read_first_senses(WORDNET)
+    picked = [0, 281, 504, 967, 971]  # tench, tabby, coffee mug, espresso, bubble
+    fresh = tool.class_vectors(load_word_space("wordllama"), synsets, [classes[i] for i in picked], first_sense)
     shipped = read_class_vectors()[picked].numpy()
     assert np.allclose(fresh, shipped, atol=2e-3)
     assert [synsets[classes[i]].lemmas[0] for i in (281, 967)] == ["tabby", "espresso"]
     levels = tool.hypernym_levels(synsets, classes[281], 3)
     assert [synsets[level[0]].lemmas[0] for level in levels] == ["domestic cat", "cat", "feline"]
+    # the polysemy guard: bubble's hypernyms "ball" and "sphere" are not what those words first mean
+    levels = tool.hypernym_levels(synsets, classes[971], 3)
+    assert [[tool.sense_name(synsets[h], first_sense) for h in level] for level in levels] == [["globule"], [None], [None]]
 
 
 def test_build_tool_singulars():
