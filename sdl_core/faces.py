@@ -294,8 +294,8 @@ def person_evidence(faces: list[list[Face]], image_size: tuple[int, int], grid: 
             if score <= 0:
                 continue
             x1, y1, x2, y2 = face.box
-            overlap_y = (torch.minimum(ys[1:], torch.tensor(y2)) - torch.maximum(ys[:-1], torch.tensor(y1))).clamp_min(0)
-            overlap_x = (torch.minimum(xs[1:], torch.tensor(x2)) - torch.maximum(xs[:-1], torch.tensor(x1))).clamp_min(0)
+            overlap_y = (ys[1:].clamp(max=y2) - ys[:-1].clamp(min=y1)).clamp_min(0)
+            overlap_x = (xs[1:].clamp(max=x2) - xs[:-1].clamp(min=x1)).clamp_min(0)
             cover = (overlap_y[:, None] * overlap_x[None, :] / cell_area).clamp_max(1)
             cells[i] = torch.maximum(cells[i], score * cover)
             scores[i] = max(float(scores[i]), score)
