@@ -173,6 +173,15 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, overlap: float) -> torch.Ten
     return order[keep]
 
 
+def _nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, owner: torch.Tensor, overlap: float) -> torch.Tensor:
+    """:func:`_nms` within each image of a batch at once: each image's boxes are shifted far
+    enough that no two images' boxes overlap."""
+    if not len(boxes):
+        return torch.zeros(0, dtype=torch.long)
+    shift = owner[:, None].float() * (float(boxes.abs().max()) * 2 + 1)
+    return _nms(boxes + shift, scores, overlap)
+
+
 def _regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Apply a stage's box offsets (shares of the box's width and height)."""
     size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
@@ -186,57 +195,66 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre - half, centre + half], dim=1)
 
 
-def _proposals(net: _ProposalNet, image: torch.Tensor, min_face: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 1 over an image pyramid: candidate boxes and their probabilities."""
-    height, width = image.shape[-2:]
+@dataclass
+class _Candidates:
+    """Boxes of a batch's images: (N, 4) boxes, (N,) probabilities, (N,) the image each is in."""
+
+    boxes: torch.Tensor
+    probs: torch.Tensor
+    owner: torch.Tensor
+
+    def take(self, rows: torch.Tensor) -> "_Candidates":
+        return _Candidates(self.boxes[rows], self.probs[rows], self.owner[rows])
+
+
+def _proposals(net: _ProposalNet, images: torch.Tensor, min_face: float) -> _Candidates:
+    """Stage 1 over an image pyramid, all images of the batch at once (they share a size)."""
+    height, width = images.shape[-2:]
     scale = WINDOW / min_face
-    level = image[None]
-    boxes, scores = [], []
+    level = images
+    found: list[_Candidates] = []
     while min(height, width) * scale >= WINDOW:
         size = (math.ceil(height * scale), math.ceil(width * scale))
         level = F.interpolate(level, size=size, mode="area")  # each level from the one above: cheaper
         prob, offsets = net(level)
-        ys, xs = torch.nonzero(prob[0] >= STAGE_THRESHOLDS[0], as_tuple=True)
+        owner, ys, xs = torch.nonzero(prob >= STAGE_THRESHOLDS[0], as_tuple=True)
         if len(ys):
             corner = torch.stack([xs, ys], dim=1).float() * STRIDE
-            found = torch.cat([(corner + 1) / scale, (corner + WINDOW) / scale], dim=1)
-            found = _regress(found, offsets[0, :, ys, xs].t())
-            score = prob[0, ys, xs]
-            kept = _nms(found, score, NMS_OVERLAP[0])
-            boxes.append(found[kept])
-            scores.append(score[kept])
+            boxes = torch.cat([(corner + 1) / scale, (corner + WINDOW) / scale], dim=1)
+            level_found = _Candidates(_regress(boxes, offsets[owner, :, ys, xs]), prob[owner, ys, xs], owner)
+            found.append(level_found.take(_nms_per_image(level_found.boxes, level_found.probs, owner,
+                                                         NMS_OVERLAP[0])))
         scale *= PYRAMID_FACTOR
-    if not boxes:
-        return torch.zeros(0, 4), torch.zeros(0)
-    boxes, scores = torch.cat(boxes), torch.cat(scores)
-    kept = _nms(boxes, scores, NMS_OVERLAP[1])
-    return _square(boxes[kept]), scores[kept]
+    if not found:
+        return _Candidates(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    merged = _Candidates(*(torch.cat([getattr(c, name) for c in found]) for name in ("boxes", "probs", "owner")))
+    merged = merged.take(_nms_per_image(merged.boxes, merged.probs, merged.owner, NMS_OVERLAP[1]))
+    return _Candidates(_square(merged.boxes), merged.probs, merged.owner)
 
 
-def _crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Each box's pixels (zero outside the image) averaged down to size x size."""
-    height, width = image.shape[-2:]
+def _crops(images: torch.Tensor, candidates: _Candidates, size: int) -> torch.Tensor:
+    """Each box's pixels (zero outside its image) averaged down to size x size."""
+    height, width = images.shape[-2:]
     out = []
-    for x1, y1, x2, y2 in boxes.round().int().tolist():
+    for (x1, y1, x2, y2), owner in zip(candidates.boxes.round().int().tolist(), candidates.owner.tolist()):
         x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
-        canvas = image.new_zeros(3, y2 - y1, x2 - x1)
+        canvas = images.new_zeros(3, y2 - y1, x2 - x1)
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
         if sx2 > sx1 and sy2 > sy1:
-            canvas[:, sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[:, sy1:sy2, sx1:sx2]
+            canvas[:, sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = images[owner, :, sy1:sy2, sx1:sx2]
         out.append(F.interpolate(canvas[None], size=(size, size), mode="area"))
     return torch.cat(out)
 
 
-def _refine(net: _RefineNet, image: torch.Tensor, boxes: torch.Tensor, threshold: float, overlap: float
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _refine(net: _RefineNet, images: torch.Tensor, candidates: _Candidates, threshold: float, overlap: float
+            ) -> _Candidates:
     """Stages 2 and 3: score each candidate's crop again, keep, regress and merge."""
-    if not len(boxes):
-        return boxes, torch.zeros(0)
-    prob, offsets = net(_crops(image, boxes, net.size))
+    if not len(candidates.boxes):
+        return candidates
+    prob, offsets = net(_crops(images, candidates, net.size))
     keep = prob >= threshold
-    boxes, prob = _regress(boxes[keep], offsets[keep]), prob[keep]
-    kept = _nms(boxes, prob, overlap)
-    return boxes[kept], prob[kept]
+    kept = _Candidates(_regress(candidates.boxes[keep], offsets[keep]), prob[keep], candidates.owner[keep])
+    return kept.take(_nms_per_image(kept.boxes, kept.probs, kept.owner, overlap))
 
 
 _ONE_THREAD = threading.Lock()
@@ -262,13 +280,14 @@ def detect_faces(rgb: torch.Tensor, min_face_share: float = MIN_FACE_SHARE) -> l
     nets = face_detector()
     images = (rgb.float().clamp(0, 1) * 255 - 127.5) / 128.0  # the networks' input scale
     min_face = max(float(WINDOW), min_face_share * min(images.shape[-2:]))
-    results = []
     with _one_torch_thread():
-        for image in images:
-            boxes, _ = _proposals(nets.proposal, image, min_face)
-            boxes, _ = _refine(nets.refine, image, boxes, STAGE_THRESHOLDS[1], NMS_OVERLAP[2])
-            boxes, prob = _refine(nets.output, image, _square(boxes), STAGE_THRESHOLDS[2], NMS_OVERLAP[3])
-            results.append([Face(tuple(b), float(p)) for b, p in zip(boxes.tolist(), prob.tolist())])
+        candidates = _proposals(nets.proposal, images, min_face)
+        candidates = _refine(nets.refine, images, candidates, STAGE_THRESHOLDS[1], NMS_OVERLAP[2])
+        candidates.boxes = _square(candidates.boxes)
+        candidates = _refine(nets.output, images, candidates, STAGE_THRESHOLDS[2], NMS_OVERLAP[3])
+    results: list[list[Face]] = [[] for _ in range(len(images))]
+    for box, prob, owner in zip(candidates.boxes.tolist(), candidates.probs.tolist(), candidates.owner.tolist()):
+        results[owner].append(Face(tuple(box), float(prob)))  # NMS keeps the most probable first
     return results
 
 

@@ -56,6 +56,17 @@ def test_plain_and_noise_images_have_no_face():
     assert detect_faces(batch) == [[], []]
 
 
+def test_a_batch_finds_what_each_photo_finds_alone():
+    """Folder tagging detects a batch at once: the same faces, each in its own photo."""
+    photos = [NO_PEOPLE[0], ASTRONAUT, NO_PEOPLE[1], ASTRONAUT]
+    batch = detect_faces(torch.cat([_input(p) for p in photos]))
+    alone = [detect_faces(_input(p))[0] for p in photos]
+    assert [len(f) for f in batch] == [0, 1, 0, 1]
+    for got, want in zip(batch, alone):
+        assert [f.probability for f in got] == pytest.approx([f.probability for f in want], abs=1e-5)
+        assert all(np.allclose(g.box, w.box, atol=1e-3) for g, w in zip(got, want))
+
+
 def test_agrees_with_the_wheels_own_mtcnn():
     """The same networks and cascade as facenet-pytorch's MTCNN (the reference implementation)."""
     pytest.importorskip("torchvision")
