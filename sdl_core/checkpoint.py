@@ -2,7 +2,8 @@
 
 Our format is one ``.safetensors`` file: tensors ``model.*`` (the network),
 ``vocab.vectors`` and ``vocab.seen``; metadata ``format``, ``config`` (JSON of
-:class:`ModelConfig`) and ``vocab_tags`` (JSON list). Loading needs nothing but the
+:class:`ModelConfig`) and ``vocab_tags`` (JSON list); optionally ``vocab_trained_names`` and
+``vocab_evidence_classes`` (JSON; see :class:`Vocabulary`). Loading needs nothing but the
 file, never unpickles, and is strict.
 """
 from __future__ import annotations
@@ -42,6 +43,10 @@ def save_checkpoint(model: PrincipalVectorModel, vocab: Vocabulary, path: str | 
     tensors["vocab.seen"] = torch.from_numpy(vocab.seen.astype(np.uint8))
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "config": model.config.to_json(), "vocab_tags": json.dumps(vocab.tags, ensure_ascii=False)}
+    if vocab.trained_names:  # optional parts of a vocabulary (the default model's)
+        metadata["vocab_trained_names"] = json.dumps(sorted(vocab.trained_names), ensure_ascii=False)
+    if vocab.evidence_classes:
+        metadata["vocab_evidence_classes"] = json.dumps(vocab.evidence_classes, ensure_ascii=False)
     # all or nothing: a full or read-only disk gives a StorageError and never half a checkpoint
     return write_bytes(path, serialize(tensors, metadata=metadata), "checkpoint")
 
@@ -90,7 +95,9 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     try:
         config = ModelConfig.from_json(meta["config"])
         tags = json.loads(meta["vocab_tags"])
-        vocab = Vocabulary(tags, tensors.pop("vocab.vectors").numpy(), tensors.pop("vocab.seen").numpy().astype(bool))
+        vocab = Vocabulary(tags, tensors.pop("vocab.vectors").numpy(), tensors.pop("vocab.seen").numpy().astype(bool),
+                           frozenset(json.loads(meta.get("vocab_trained_names", "[]"))),
+                           dict(json.loads(meta.get("vocab_evidence_classes", "{}"))))
     except (KeyError, TypeError, ValueError, RecursionError) as exc:  # RecursionError: deeply nested JSON
         raise CheckpointError(f"{path.name}: checkpoint metadata is incomplete or invalid "
                               f"({type(exc).__name__}: {str(exc)[:200]})") from None

@@ -42,18 +42,22 @@ from .model import Encoded, PrincipalVectorModel
 #: this (see :mod:`sdl_core.diversity`); scores are not changed by it.
 #: ``colour`` / ``person``: the word space is a :class:`sdl_core.evidence.EvidenceSpace` and the
 #: principal vectors carry the image's colour evidence / face detections in its extra dimensions.
+#: ``min_seen_evidence``: the tagger shows a seen vocabulary tag only when the classifier's peak
+#: probabilities of its classes add up to this (0: always; scores are not changed by it).
 DEFAULT_EXTRA = {"num_classes": 1000, "top_t": 3, "temperature": 2.0, "window": 3, "max_tag_cosine": 0.65,
-                 "colour": False, "person": False}
+                 "colour": False, "person": False, "min_seen_evidence": 0.0}
 
 
 @dataclass
 class ConSEEncoded(Encoded):
     """Adds what the principal maps need: P[cell, c_k] per principal vector (B, K, h, w).
 
-    ``local`` holds the per-cell (unnormalised) principal vectors (B, K, D, h, w).
+    ``local`` holds the per-cell (unnormalised) principal vectors (B, K, D, h, w);
+    ``class_peaks`` (B, classes) each class's highest probability over the cells.
     """
 
     class_maps: torch.Tensor | None = None
+    class_peaks: torch.Tensor | None = None
 
 
 class ConSEModel(PrincipalVectorModel):
@@ -113,7 +117,8 @@ class ConSEModel(PrincipalVectorModel):
         probs = self.class_probabilities(pixels)
         b, c, h, w = probs.shape
         flat = probs.flatten(2)  # (B, C, G)
-        principal = flat.amax(dim=2).topk(self.k, dim=1).indices  # (B, K)
+        peaks = flat.amax(dim=2)  # (B, C)
+        principal = peaks.topk(self.k, dim=1).indices  # (B, K)
         per_cell = flat.gather(1, principal[:, :, None].expand(b, self.k, h * w))  # (B, K, G)
         peak = per_cell.argmax(dim=2)  # (B, K)
         at_peak = flat.transpose(1, 2).gather(1, peak[:, :, None].expand(b, self.k, c))  # (B, K, C)
@@ -124,13 +129,14 @@ class ConSEModel(PrincipalVectorModel):
         if evidence is not None:  # the whole image's evidence, the same for every principal vector
             vectors = torch.cat([vectors, evidence[:, None, :].expand(b, self.k, self.evidence_dims)], dim=-1)
         if not with_maps:
-            return ConSEEncoded(vectors=vectors)
+            return ConSEEncoded(vectors=vectors, class_peaks=peaks)
         local_w = flat.gather(1, classes.reshape(b, -1)[:, :, None].expand(b, self.k * self.top_t, h * w))
         local_w = local_w.view(b, self.k, self.top_t, h, w)
         local = torch.einsum("bkthw,bktd->bkdhw", local_w, u)
         if cells is not None:  # where each colour, each face is
             local = torch.cat([local, cells[:, None].expand(b, self.k, self.evidence_dims, h, w)], dim=2)
-        return ConSEEncoded(vectors=vectors, local=local, class_maps=per_cell.view(b, self.k, h, w))
+        return ConSEEncoded(vectors=vectors, local=local, class_maps=per_cell.view(b, self.k, h, w),
+                            class_peaks=peaks)
 
     def _evidence(self, pixels: torch.Tensor, size: tuple[int, int], with_maps: bool
                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:

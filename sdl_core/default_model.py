@@ -35,8 +35,12 @@ ASSETS = Path(__file__).resolve().parent / "assets" / "default"
 CLASS_VECTORS = ASSETS / "class_vectors.safetensors"
 VOCABULARY = ASSETS / "vocabulary.txt"
 UNSEEN = ASSETS / "unseen.txt"
+SEEN_CLASSES = ASSETS / "seen_classes.json"
 
 DESCRIPTION = DEFAULT_ENTRY.description
+#: A seen vocabulary tag is shown only when its classes' peak probabilities (on the 5 x 5 grid,
+#: softmax at temperature 2) add up to this: ten times one class's share of a flat guess.
+MIN_SEEN_EVIDENCE = 0.01
 
 
 def default_config() -> ModelConfig:
@@ -46,7 +50,8 @@ def default_config() -> ModelConfig:
         kind="conse", backbone="tf_efficientnet_lite0", k=3, word_space=evidence_info(WORDLLAMA),
         preprocess=PreprocessConfig(size=224, resize="squash", interpolation="bicubic",
                                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        reduction="mean", name=NAME, description=DESCRIPTION, extra={**DEFAULT_EXTRA, "colour": True, "person": True})
+        reduction="mean", name=NAME, description=DESCRIPTION,
+        extra={**DEFAULT_EXTRA, "colour": True, "person": True, "min_seen_evidence": MIN_SEEN_EVIDENCE})
 
 
 def read_class_vectors(path: Path = CLASS_VECTORS) -> torch.Tensor:
@@ -88,7 +93,8 @@ def default_vocabulary(space: WordSpace) -> Vocabulary:
     "tripod" is seen although the photo vocabulary does not list it."""
     vocab = Vocabulary.from_text_file(VOCABULARY, space, unseen_path=UNSEEN)
     trained = frozenset(name for name in class_names() if channel_of(name) is None)  # "orange" reads a colour
-    return dataclasses.replace(vocab, trained_names=trained)
+    evidence = json.loads(SEEN_CLASSES.read_text(encoding="utf-8"))
+    return dataclasses.replace(vocab, trained_names=trained, evidence_classes=evidence)
 
 
 @functools.lru_cache(maxsize=1)

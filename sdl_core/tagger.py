@@ -144,6 +144,34 @@ class _Request:
     tag_tensor: torch.Tensor
     approximate: np.ndarray
     typed_rows: list[int]
+    #: (classes, N) 0/1: the classifier classes that are evidence for each base row that needs
+    #: them (seen vocabulary tags not typed); None when the vocabulary gives none
+    evidence: torch.Tensor | None = None
+
+
+def evidence_matrix(vocabulary: Vocabulary, typed: np.ndarray, rows: int) -> torch.Tensor | None:
+    """(classes, rows) 0/1 matrix of each vocabulary tag's evidence classes (typed tags get none)."""
+    if not vocabulary.evidence_classes:
+        return None
+    classes = 1 + max((max(c) for c in vocabulary.evidence_classes.values() if c), default=0)
+    matrix = torch.zeros(classes, rows)
+    for row, tag in enumerate(vocabulary.tags):
+        found = vocabulary.evidence_classes.get(tag)
+        if found and not typed[row]:
+            matrix[list(found), row] = 1.0
+    return matrix
+
+
+def unsupported(req: _Request, encoded: Encoded, threshold: float) -> torch.Tensor | None:
+    """(B, N) tags left out of the top-k: seen vocabulary tags whose classes' peak probabilities
+    add up to less than ``threshold`` (the classifier saw none of what the tag names)."""
+    peaks = getattr(encoded, "class_peaks", None)
+    if threshold <= 0 or peaks is None or req.evidence is None or peaks.shape[1] < req.evidence.shape[0]:
+        return None
+    matrix = req.evidence.to(peaks.device)
+    mass = peaks[:, :matrix.shape[0]].float() @ matrix  # (B, N)
+    return (mass < threshold) & (matrix.sum(dim=0) > 0)[None]
+
 
 class Tagger:
     """A loaded principal-vector model with its vocabulary and word space.
@@ -168,6 +196,8 @@ class Tagger:
         check_word_space(word_space, self.config.word_space.name, self.config.d, vocabulary)
         self.word_space = word_space
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
+        #: min_seen_evidence (see sdl_core.conse): 0 shows seen tags on their scores alone
+        self._gate = float(self.config.extra.get("min_seen_evidence") or 0.0)
         if isinstance(optimize, InferenceOptions):
             options = optimize
         else:
@@ -226,7 +256,8 @@ class Tagger:
         typed_rows = [base.index(t) if t in base else rows[t] for t in typed if t in base or t in rows]
         base_tensor = self._vocab_tensor if base is self.vocabulary else torch.from_numpy(base.vectors).to(self.device)
         tensor = torch.cat([base_tensor, torch.from_numpy(vectors[found]).to(self.device)]) if added else base_tensor
-        return _Request(tags, seen, typed_flags, missing, tensor, approximate, typed_rows)
+        evidence = evidence_matrix(base, typed_flags, len(tags)) if self._gate > 0 else None
+        return _Request(tags, seen, typed_flags, missing, tensor, approximate, typed_rows, evidence)
 
     # -- inference ------------------------------------------------------------------
     def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:
@@ -239,14 +270,16 @@ class Tagger:
         return model.encode(self._runner.prepare(pixels.to(self.device)), with_maps=with_maps)
 
     def _rank(self, scores: torch.Tensor, winners: torch.Tensor, req: _Request, top_k: int,
-              image: str | None) -> tuple[ImageTags, list[int]]:
+              image: str | None, hidden: torch.Tensor | None = None) -> tuple[ImageTags, list[int]]:
         """The top tags of one image, and their rows in the request (for their maps).
-        A model whose config sets ``extra["max_tag_cosine"]`` shows no two near-equal tags."""
+        A model whose config sets ``extra["max_tag_cosine"]`` shows no two near-equal tags;
+        ``hidden`` (N,) tags are left out of a top-k (not of ``top_k=0``); scores are unchanged."""
+        ranking = scores if hidden is None or top_k <= 0 else scores.masked_fill(hidden, float("-inf"))
         max_cosine = self.config.extra.get("max_tag_cosine")
         if max_cosine is None:
-            order = top_k_indices(scores, top_k).tolist()
+            order = top_k_indices(ranking, top_k).tolist()
         else:
-            order = diverse_top_k(scores, req.tag_tensor, top_k, float(max_cosine), req.typed)
+            order = diverse_top_k(ranking, req.tag_tensor, top_k, float(max_cosine), req.typed)
         scores_l, winners_l = scores.tolist(), winners.tolist()
         tags = [TagResult(req.tags[i], float(scores_l[i]), bool(req.seen[i]), int(winners_l[i]),
                           bool(req.typed[i]), bool(req.approximate[i])) for i in order]
@@ -282,7 +315,9 @@ class Tagger:
                      top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
         req = self._request(extra_tags, vocabulary, only_extra)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        return [self._rank(scores[b], winners[b], req, top_k, names[b])[0] for b in range(len(names))]
+        hidden = unsupported(req, encoded, self._gate)
+        return [self._rank(scores[b], winners[b], req, top_k, names[b], None if hidden is None else hidden[b])[0]
+                for b in range(len(names))]
 
     def _read_file(self, path: str) -> tuple[str, SDLError | None, np.ndarray | None]:
         """Decode and resize one file for the model (in a reader thread): (path, error or None,
@@ -340,7 +375,9 @@ class Tagger:
         req = self._request(extra_tags, vocabulary, only_extra)
         encoded = self.encode([img], with_maps=True)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        result, shown = self._rank(scores[0], winners[0], req, top_k, _source_name(image))
+        hidden = unsupported(req, encoded, self._gate)
+        result, shown = self._rank(scores[0], winners[0], req, top_k, _source_name(image),
+                                   None if hidden is None else hidden[0])
         model = self._runner.get()
         per_tag = model.tag_maps(encoded, req.tag_tensor[shown])[0]  # (K, T, h, w)
         tag_maps = {t.tag: per_tag[:, j].float().cpu().numpy() for j, t in enumerate(result.tags)}

@@ -1,7 +1,7 @@
 """Vocabularies: tags, their unit word vectors, and which ones the model saw in training."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -21,16 +21,22 @@ class Vocabulary:
     ``trained_names``: words the model was trained on beyond the listed tags (the default
     model's ImageNet class names, which its photo vocabulary leaves out): a typed tag among
     them, or whose singular or plural is, is seen too.
+
+    ``evidence_classes``: for seen tags of a classifier-based model, the classifier's classes
+    whose probability is evidence for the tag (the Tagger shows a seen tag only with some).
     """
 
     tags: list[str]
     vectors: np.ndarray
     seen: np.ndarray
     trained_names: frozenset[str] = frozenset()
+    evidence_classes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tags = [normalize_tag(t) for t in self.tags]
         self.trained_names = frozenset(normalize_tag(t) for t in self.trained_names)
+        self.evidence_classes = {normalize_tag(t): tuple(int(c) for c in classes)
+                                 for t, classes in self.evidence_classes.items()}
         self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
         self.seen = np.asarray(self.seen, dtype=bool).reshape(-1)
         n = len(self.tags)
@@ -77,7 +83,9 @@ class Vocabulary:
     def select(self, tags: Iterable[str]) -> "Vocabulary":
         """The sub-vocabulary of ``tags`` (all must be present)."""
         idx = [self._index[normalize_tag(t)] for t in tags]
-        return Vocabulary([self.tags[i] for i in idx], self.vectors[idx], self.seen[idx], self.trained_names)
+        kept = [self.tags[i] for i in idx]
+        evidence = {t: self.evidence_classes[t] for t in kept if t in self.evidence_classes}
+        return Vocabulary(kept, self.vectors[idx], self.seen[idx], self.trained_names, evidence)
 
     @classmethod
     def from_tags(cls, tags: Sequence[str], space: WordSpace, seen: Iterable[str] | bool = False) -> "Vocabulary":
