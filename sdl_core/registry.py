@@ -54,8 +54,8 @@ DEFAULT_ENTRY = ModelEntry(
         rows=(("this model", (0.663, 0.400, 0.527, 0.728)),
               ("plain global top-3 ConSE, no hypernyms", (0.57, 0.17, 0.50, None)),
               ("seeded random scores", (0.33, 0.00, 0.49, None))),
-        note=("Judged by a person on the same photos, its top 10 is 30% right and 12% absurd, with 5.8 starred "
-              "unseen tags a photo, 2.2 of them fitting (docs/quality/NOTES.md). Colours come from the pixels, "
+        note=("Judged by a person on the same photos, its top 10 is 31% right and 8% absurd, with 6.8 starred "
+              "unseen tags a photo, 2.3 of them fitting (docs/quality/NOTES.md). Colours come from the pixels, "
               "people from a face detector; "
               "objects and scenes from an ImageNet classifier, which is often wrong on scenes and close-ups. "
               "Typed tags against plausible wrong words (espresso vs latte) are near chance: its weakest point. "
