@@ -6,7 +6,6 @@ in the model's own word space; a typed tag the space cannot embed is reported in
 """
 from __future__ import annotations
 
-import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from .diversity import diverse_top_k
+from .evidence_gate import evidence_matrix, unsupported
 from .errors import SDLError, TagInputError, WordSpaceError
 from .factory import ModelSource, load_model
 from .images import DRAFT_MARGIN, ImageSource, load_image, model_pixels, stack_pixels, to_tensor
@@ -26,18 +26,13 @@ from .model import Encoded, PrincipalVectorModel
 from .optimize import UNOPTIMISED, InferenceOptions, InferenceRunner
 from .scoring import ranks_of, score_tags, top_k_indices
 from .tags import clean_tags
-from .vocab import Vocabulary
+from .vocab import Vocabulary, check_word_space
 from .wordvec import TableSpace, WordSpace
-
-log = logging.getLogger(__name__)
 
 #: Threads that decode and resize files for the model (tag_files, encode_files), and how many
 #: batches they read ahead: two keep both cores busy whenever the model leaves one idle.
 READ_THREADS = 2
 READ_AHEAD = 2
-#: A user's own word space must reproduce the model's vocabulary vectors this well
-#: (mean cosine) to count as the space the model was trained in.
-MIN_SPACE_AGREEMENT = 0.9
 
 
 @dataclass(frozen=True)
@@ -147,30 +142,6 @@ class _Request:
     #: (classes, N) 0/1: the classifier classes that are evidence for each base row that needs
     #: them (seen vocabulary tags not typed); None when the vocabulary gives none
     evidence: torch.Tensor | None = None
-
-
-def evidence_matrix(vocabulary: Vocabulary, typed: np.ndarray, rows: int) -> torch.Tensor | None:
-    """(classes, rows) 0/1 matrix of each vocabulary tag's evidence classes (typed tags get none)."""
-    if not vocabulary.evidence_classes:
-        return None
-    classes = 1 + max((max(c) for c in vocabulary.evidence_classes.values() if c), default=0)
-    matrix = torch.zeros(classes, rows)
-    for row, tag in enumerate(vocabulary.tags):
-        found = vocabulary.evidence_classes.get(tag)
-        if found and not typed[row]:
-            matrix[list(found), row] = 1.0
-    return matrix
-
-
-def unsupported(req: _Request, encoded: Encoded, threshold: float) -> torch.Tensor | None:
-    """(B, N) tags left out of the top-k: seen vocabulary tags whose classes' peak probabilities
-    add up to less than ``threshold`` (the classifier saw none of what the tag names)."""
-    peaks = getattr(encoded, "class_peaks", None)
-    if threshold <= 0 or peaks is None or req.evidence is None or peaks.shape[1] < req.evidence.shape[0]:
-        return None
-    matrix = req.evidence.to(peaks.device)
-    mass = peaks[:, :matrix.shape[0]].float() @ matrix  # (B, N)
-    return (mass < threshold) & (matrix.sum(dim=0) > 0)[None]
 
 
 class Tagger:
@@ -315,7 +286,7 @@ class Tagger:
                      top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
         req = self._request(extra_tags, vocabulary, only_extra)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        hidden = unsupported(req, encoded, self._gate)
+        hidden = unsupported(req.evidence, encoded, self._gate)
         return [self._rank(scores[b], winners[b], req, top_k, names[b], None if hidden is None else hidden[b])[0]
                 for b in range(len(names))]
 
@@ -375,7 +346,7 @@ class Tagger:
         req = self._request(extra_tags, vocabulary, only_extra)
         encoded = self.encode([img], with_maps=True)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        hidden = unsupported(req, encoded, self._gate)
+        hidden = unsupported(req.evidence, encoded, self._gate)
         result, shown = self._rank(scores[0], winners[0], req, top_k, _source_name(image),
                                    None if hidden is None else hidden[0])
         model = self._runner.get()
@@ -401,32 +372,3 @@ def _source_name(source: ImageSource) -> str | None:
     if isinstance(source, (str, Path)):
         return str(source)
     return getattr(source, "filename", None) or None
-
-
-def check_word_space(space: WordSpace, expected_name: str, expected_dim: int, vocabulary: Vocabulary) -> float:
-    """Refuse a word space that is not the model's. Returns the agreement measured.
-
-    Dimension must match. When the vocabulary has vectors, the space must reproduce
-    them (mean cosine >= MIN_SPACE_AGREEMENT): two fastText models of the same size
-    are unrelated spaces, and only this check tells them apart. Without vocabulary
-    vectors, the space names must match.
-    """
-    if space.dim != expected_dim:
-        raise WordSpaceError(f"word space {space.info.name} is {space.dim}-d, but the model was trained in "
-                             f"{expected_name} ({expected_dim}-d)")
-    if isinstance(space, TableSpace) or len(vocabulary) == 0:
-        if space.info.name != expected_name:
-            raise WordSpaceError(f"word space {space.info.name!r} is not the model's ({expected_name!r})")
-        return 1.0
-    sample = vocabulary.tags[:: max(1, len(vocabulary) // 200)]
-    vectors, found = space.embed(sample)
-    idx = [vocabulary.index(t) for t in sample]
-    cosines = (vectors * vocabulary.vectors[idx]).sum(1)[found]
-    agreement = float(cosines.mean()) if cosines.size else 0.0
-    if agreement < MIN_SPACE_AGREEMENT:
-        raise WordSpaceError(f"word space {space.info.name!r} does not match the model's {expected_name!r}: "
-                             f"it reproduces the model's own tag vectors with mean cosine {agreement:.2f} "
-                             f"(need {MIN_SPACE_AGREEMENT}). Use the fastText model the checkpoint was trained with.")
-    if space.info.name != expected_name:
-        log.info("word space %s agrees with %s (mean cosine %.3f)", space.info.name, expected_name, agreement)
-    return agreement

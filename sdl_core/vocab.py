@@ -1,17 +1,20 @@
 """Vocabularies: tags, their unit word vectors, and which ones the model saw in training."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import VocabularyError
+from .errors import VocabularyError, WordSpaceError
 from .files import read_bytes
 from .safe_pickle import safe_load_pickle
 from .tags import inflections, normalize_tag
-from .wordvec import WordSpace, unit_rows
+from .wordvec import TableSpace, WordSpace, unit_rows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -164,3 +167,37 @@ def read_tag_file(path: str | Path) -> list[str]:
     if not tags:
         raise VocabularyError(f"{path.name}: no tags found (one tag per line)")
     return tags
+
+
+#: A user's own word space must reproduce the model's vocabulary vectors this well
+#: (mean cosine) to count as the space the model was trained in.
+MIN_SPACE_AGREEMENT = 0.9
+
+
+def check_word_space(space: WordSpace, expected_name: str, expected_dim: int, vocabulary: Vocabulary) -> float:
+    """Refuse a word space that is not the model's. Returns the agreement measured.
+
+    Dimension must match. When the vocabulary has vectors, the space must reproduce
+    them (mean cosine >= MIN_SPACE_AGREEMENT): two fastText models of the same size
+    are unrelated spaces, and only this check tells them apart. Without vocabulary
+    vectors, the space names must match.
+    """
+    if space.dim != expected_dim:
+        raise WordSpaceError(f"word space {space.info.name} is {space.dim}-d, but the model was trained in "
+                             f"{expected_name} ({expected_dim}-d)")
+    if isinstance(space, TableSpace) or len(vocabulary) == 0:
+        if space.info.name != expected_name:
+            raise WordSpaceError(f"word space {space.info.name!r} is not the model's ({expected_name!r})")
+        return 1.0
+    sample = vocabulary.tags[:: max(1, len(vocabulary) // 200)]
+    vectors, found = space.embed(sample)
+    idx = [vocabulary.index(t) for t in sample]
+    cosines = (vectors * vocabulary.vectors[idx]).sum(1)[found]
+    agreement = float(cosines.mean()) if cosines.size else 0.0
+    if agreement < MIN_SPACE_AGREEMENT:
+        raise WordSpaceError(f"word space {space.info.name!r} does not match the model's {expected_name!r}: "
+                             f"it reproduces the model's own tag vectors with mean cosine {agreement:.2f} "
+                             f"(need {MIN_SPACE_AGREEMENT}). Use the fastText model the checkpoint was trained with.")
+    if space.info.name != expected_name:
+        log.info("word space %s agrees with %s (mean cosine %.3f)", space.info.name, expected_name, agreement)
+    return agreement

@@ -85,7 +85,7 @@ def query_space(index: SearchIndex, word_space: str | Path | WordSpace | None = 
         else:
             return TableSpace(info, index.vocabulary.tags, index.vocabulary.vectors)
     space = load_word_space(word_space) if isinstance(word_space, (str, Path)) else word_space
-    from ..tagger import check_word_space  # only when the user brings a space
+    from ..vocab import check_word_space  # only when the user brings a space
     check_word_space(space, info.name, info.dim, index.vocabulary)
     return space
 

@@ -15,7 +15,7 @@ from sdl_core import Tagger
 from sdl_core.checkpoint import load_checkpoint, save_checkpoint
 from sdl_core.default_model import MIN_SEEN_EVIDENCE, SEEN_CLASSES, class_names
 from sdl_core.model import Encoded
-from sdl_core.tagger import _Request, evidence_matrix, unsupported
+from sdl_core.evidence_gate import evidence_matrix, unsupported
 
 ROOT = Path(__file__).resolve().parents[2]
 COFFEE = ROOT / "demo" / "examples" / "coffee.jpg"
@@ -59,18 +59,15 @@ def test_typed_seen_tags_are_never_hidden(tagger):
 
 
 def test_unsupported_is_a_threshold_on_peak_mass():
-    vocab_tags = ["a", "b", "c"]
     evidence = torch.zeros(4, 3)
     evidence[0, 0] = evidence[1, 0] = evidence[2, 1] = 1.0  # a: classes 0, 1; b: class 2; c: none
-    req = _Request(vocab_tags, np.ones(3, bool), np.zeros(3, bool), [], torch.zeros(3, 2), np.zeros(3, bool), [],
-                   evidence)
     peaks = torch.tensor([[0.006, 0.006, 0.0, 0.9], [0.0, 0.0, 0.5, 0.0]])
     encoded = Encoded(vectors=torch.zeros(2, 1, 2))
     encoded.class_peaks = peaks
-    hidden = unsupported(req, encoded, 0.01)
+    hidden = unsupported(evidence, encoded, 0.01)
     assert hidden.tolist() == [[False, True, False], [True, False, False]]
-    assert unsupported(req, encoded, 0.0) is None
-    assert unsupported(req, Encoded(vectors=torch.zeros(2, 1, 2)), 0.01) is None  # no classifier: no gate
+    assert unsupported(evidence, encoded, 0.0) is None
+    assert unsupported(evidence, Encoded(vectors=torch.zeros(2, 1, 2)), 0.01) is None  # no classifier: no gate
 
 
 def test_evidence_matrix_leaves_typed_rows_open(tagger):

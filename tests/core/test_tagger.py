@@ -6,7 +6,8 @@ import pytest
 
 from sdl_core.config import WordSpaceInfo
 from sdl_core.errors import ImageError, TagInputError, WordSpaceError
-from sdl_core.tagger import Tagger, check_word_space
+from sdl_core.tagger import Tagger
+from sdl_core.vocab import check_word_space
 from sdl_core.vocab import Vocabulary
 from sdl_core.wordvec import FastTextSpace, TableSpace
 from tests.conftest import make_photo, make_sdl_model, make_vocab
