@@ -16,25 +16,28 @@ from .model import Encoded
 from .vocab import Vocabulary
 
 
-def evidence_matrix(vocabulary: Vocabulary, typed: np.ndarray, rows: int) -> torch.Tensor | None:
-    """(classes, rows) 0/1 matrix of each vocabulary tag's evidence classes (typed tags get none)."""
+def evidence_matrix(vocabulary: Vocabulary, rows: int) -> torch.Tensor | None:
+    """(classes, rows) 0/1 matrix of each vocabulary tag's evidence classes (rows past the
+    vocabulary, a request's typed additions, get none); None for a vocabulary without any."""
     if not vocabulary.evidence_classes:
         return None
-    classes = 1 + max((max(c) for c in vocabulary.evidence_classes.values() if c), default=0)
-    matrix = torch.zeros(classes, rows)
-    for row, tag in enumerate(vocabulary.tags):
-        found = vocabulary.evidence_classes.get(tag)
-        if found and not typed[row]:
-            matrix[list(found), row] = 1.0
+    pairs = [(c, row) for row, tag in enumerate(vocabulary.tags) for c in vocabulary.evidence_classes.get(tag, ())]
+    if not pairs:
+        return None
+    index = torch.tensor(pairs, dtype=torch.long)
+    matrix = torch.zeros(int(index[:, 0].max()) + 1, rows)
+    matrix[index[:, 0], index[:, 1]] = 1.0
     return matrix
 
 
-def unsupported(evidence: torch.Tensor | None, encoded: Encoded, threshold: float) -> torch.Tensor | None:
-    """(B, N) tags left out of the top-k: seen vocabulary tags whose classes' peak probabilities
-    add up to less than ``threshold`` (the classifier saw none of what the tag names)."""
+def unsupported(evidence: torch.Tensor | None, encoded: Encoded, threshold: float, typed: np.ndarray
+                ) -> torch.Tensor | None:
+    """(B, N) tags left out of the top-k: seen vocabulary tags, not typed, whose classes' peak
+    probabilities add up to less than ``threshold`` (the classifier saw none of what the tag names)."""
     peaks = getattr(encoded, "class_peaks", None)
     if threshold <= 0 or peaks is None or evidence is None or peaks.shape[1] < evidence.shape[0]:
         return None
     matrix = evidence.to(peaks.device)
     mass = peaks[:, :matrix.shape[0]].float() @ matrix  # (B, N)
-    return (mass < threshold) & (matrix.sum(dim=0) > 0)[None]
+    gated = (matrix.sum(dim=0) > 0) & ~torch.from_numpy(np.asarray(typed, dtype=bool)).to(peaks.device)
+    return (mass < threshold) & gated[None]

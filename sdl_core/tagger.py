@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from PIL import Image
 
 from .diversity import diverse_top_k
@@ -139,8 +140,7 @@ class _Request:
     tag_tensor: torch.Tensor
     approximate: np.ndarray
     typed_rows: list[int]
-    #: (classes, N) 0/1: the classifier classes that are evidence for each base row that needs
-    #: them (seen vocabulary tags not typed); None when the vocabulary gives none
+    #: (classes, N) 0/1: each base row's evidence classes (sdl_core.evidence_gate), or None
     evidence: torch.Tensor | None = None
 
 
@@ -169,6 +169,7 @@ class Tagger:
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
         #: min_seen_evidence (see sdl_core.conse): 0 shows seen tags on their scores alone
         self._gate = float(self.config.extra.get("min_seen_evidence") or 0.0)
+        self._evidence = evidence_matrix(vocabulary, len(vocabulary)) if self._gate > 0 else None
         if isinstance(optimize, InferenceOptions):
             options = optimize
         else:
@@ -227,8 +228,16 @@ class Tagger:
         typed_rows = [base.index(t) if t in base else rows[t] for t in typed if t in base or t in rows]
         base_tensor = self._vocab_tensor if base is self.vocabulary else torch.from_numpy(base.vectors).to(self.device)
         tensor = torch.cat([base_tensor, torch.from_numpy(vectors[found]).to(self.device)]) if added else base_tensor
-        evidence = evidence_matrix(base, typed_flags, len(tags)) if self._gate > 0 else None
-        return _Request(tags, seen, typed_flags, missing, tensor, approximate, typed_rows, evidence)
+        return _Request(tags, seen, typed_flags, missing, tensor, approximate, typed_rows,
+                        self._request_evidence(base, len(tags)))
+
+    def _request_evidence(self, base: Vocabulary, rows: int) -> torch.Tensor | None:
+        """The evidence matrix for a request's rows (the model's own vocabulary's is built once)."""
+        if self._gate <= 0:
+            return None
+        if base is not self.vocabulary or self._evidence is None:
+            return evidence_matrix(base, rows)
+        return F.pad(self._evidence, (0, rows - self._evidence.shape[1]))
 
     # -- inference ------------------------------------------------------------------
     def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:
@@ -286,7 +295,7 @@ class Tagger:
                      top_k: int, vocabulary: Vocabulary | None, only_extra: bool) -> list[ImageTags]:
         req = self._request(extra_tags, vocabulary, only_extra)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        hidden = unsupported(req.evidence, encoded, self._gate)
+        hidden = unsupported(req.evidence, encoded, self._gate, req.typed)
         return [self._rank(scores[b], winners[b], req, top_k, names[b], None if hidden is None else hidden[b])[0]
                 for b in range(len(names))]
 
@@ -346,7 +355,7 @@ class Tagger:
         req = self._request(extra_tags, vocabulary, only_extra)
         encoded = self.encode([img], with_maps=True)
         scores, winners = score_tags(encoded.vectors, req.tag_tensor, self.config.reduction)
-        hidden = unsupported(req.evidence, encoded, self._gate)
+        hidden = unsupported(req.evidence, encoded, self._gate, req.typed)
         result, shown = self._rank(scores[0], winners[0], req, top_k, _source_name(image),
                                    None if hidden is None else hidden[0])
         model = self._runner.get()

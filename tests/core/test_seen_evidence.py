@@ -64,19 +64,24 @@ def test_unsupported_is_a_threshold_on_peak_mass():
     peaks = torch.tensor([[0.006, 0.006, 0.0, 0.9], [0.0, 0.0, 0.5, 0.0]])
     encoded = Encoded(vectors=torch.zeros(2, 1, 2))
     encoded.class_peaks = peaks
-    hidden = unsupported(evidence, encoded, 0.01)
+    hidden = unsupported(evidence, encoded, 0.01, np.zeros(3, bool))
     assert hidden.tolist() == [[False, True, False], [True, False, False]]
-    assert unsupported(evidence, encoded, 0.0) is None
-    assert unsupported(evidence, Encoded(vectors=torch.zeros(2, 1, 2)), 0.01) is None  # no classifier: no gate
+    assert unsupported(evidence, encoded, 0.0, np.zeros(3, bool)) is None
+    no_classifier = Encoded(vectors=torch.zeros(3, 1, 2))
+    assert unsupported(evidence, no_classifier, 0.01, np.zeros(3, bool)) is None  # no classifier: no gate
 
 
-def test_evidence_matrix_leaves_typed_rows_open(tagger):
+def test_evidence_matrix_and_typed_rows(tagger):
     vocab = tagger.vocabulary
-    typed = np.zeros(len(vocab), bool)
+    matrix = evidence_matrix(vocab, len(vocab) + 2)
+    assert matrix.shape[1] == len(vocab) + 2 and matrix[:, -2:].sum() == 0  # typed additions: none
+    assert matrix[:, vocab.index("cat")].sum() > 10 and matrix[:, vocab.index("sky")].sum() == 0
+    encoded = Encoded(vectors=torch.zeros(1, 1, 2))
+    encoded.class_peaks = torch.zeros(1, 1000)  # the classifier saw nothing
+    typed = np.zeros(len(vocab) + 2, bool)
     typed[vocab.index("drum")] = True
-    matrix = evidence_matrix(vocab, typed, len(vocab) + 2)
-    assert matrix.shape[1] == len(vocab) + 2 and matrix[:, vocab.index("drum")].sum() == 0
-    assert matrix[:, vocab.index("cat")].sum() > 10 and matrix[:, -2:].sum() == 0
+    hidden = unsupported(matrix, encoded, 0.01, typed)[0]
+    assert hidden[vocab.index("cat")] and not hidden[vocab.index("drum")] and not hidden[vocab.index("sky")]
 
 
 def test_select_and_checkpoint_keep_the_evidence(tagger, tmp_path):
