@@ -15,8 +15,8 @@ from sdl_core import Tagger
 from sdl_core.checkpoint import build_model, load_checkpoint, save_checkpoint
 from sdl_core.colour import CHANNELS
 from sdl_core.conse import ConSEModel, load_efficientnet_lite_weights
-from sdl_core.default_model import (CLASS_VECTORS, NAME, UNSEEN, VOCABULARY, build, class_names, default_config,
-                                    read_class_vectors)
+from sdl_core.default_model import (CLASS_VECTORS, NAME, SEEN_CLASSES, UNSEEN, VOCABULARY, build, class_names,
+                                    default_config, read_class_vectors)
 from sdl_core.errors import CheckpointError
 from sdl_core.registry import resolve_name
 from sdl_core.vocab import read_tag_file
@@ -164,6 +164,12 @@ def test_build_tool_reproduces_shipped_class_vectors():
     levels = tool.hypernym_levels(synsets, classes[281], 3)
     assert [synsets[level[0]].lemmas[0] for level in levels] == ["domestic cat", "cat", "feline"]
     # the polysemy guard: bubble's hypernyms "ball" and "sphere" are not what those words first mean
+    # each seen tag's evidence classes (the tagger's seen-tag rule) are what the tool computes
+    shipped_evidence = json.loads(SEEN_CLASSES.read_text(encoding="utf-8"))
+    tags = ["drum", "cat", "plants", "person"]
+    fresh_evidence = tool.evidence_classes(tags, {"drum", "cat", "plants", "person"}, synsets, classes,
+                                           tool.read_noun_senses(WORDNET), tool.read_noun_exceptions(WORDNET))
+    assert fresh_evidence == {t: shipped_evidence[t] for t in tags[:3]}  # person reads the face channel
     levels = tool.hypernym_levels(synsets, classes[971], 3)
     assert [[tool.sense_name(synsets[h], first_sense) for h in level] for level in levels] == [["globule"], [None], [None]]
 
