@@ -33,3 +33,10 @@ def test_short_soak_meets_every_goal(tmp_path) -> None:
     assert set(report["by_action"]) == set(ACTIONS), report["by_action"]
     assert report["good_requests"] > 20 and report["requests_per_s"] > 0
     assert len(report["samples"]) >= 10 and (tmp_path / "models" / "soak_toy.safetensors").is_file()
+
+
+def test_sweep_slack_stretches_with_the_load_per_core() -> None:
+    from benchmarks.soak import SWEEP_SLACK_S, sweep_slack
+    assert sweep_slack([0.3, 1.9], 2) == SWEEP_SLACK_S  # not beyond the cores: the fixed slack
+    assert sweep_slack([1.0, 4.26, 3.4], 2) == round(SWEEP_SLACK_S * 2.13, 1)
+    assert sweep_slack([], 2) == SWEEP_SLACK_S
