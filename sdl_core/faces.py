@@ -49,10 +49,6 @@ MIN_FACE_SHARE = 0.12
 MIN_PROBABILITY, FULL_PROBABILITY = 0.9, 0.99
 
 
-def _stage(*layers: tuple[str, nn.Module]) -> nn.Sequential:
-    return nn.Sequential(OrderedDict(layers))
-
-
 class _ProposalNet(nn.Module):
     """P-Net: a fully convolutional 12 x 12 face / not-face window with box offsets."""
 
@@ -70,30 +66,32 @@ class _ProposalNet(nn.Module):
         return torch.softmax(self.conv4_1(x), dim=1)[:, 1], self.conv4_2(x)
 
 
+#: R-Net and O-Net by crop size: conv channels, conv kernels, the max-pool after each of the
+#: first convs, and the width of the dense layer before the two outputs.
+_REFINE_STAGES = {24: ((3, 28, 48, 64), (3, 3, 2), (3, 3), 128),
+                  48: ((3, 32, 64, 64, 128), (3, 3, 3, 2), (3, 3, 2), 256)}
+
+
 class _RefineNet(nn.Module):
     """R-Net (24 x 24 crops) and O-Net (48 x 48): probability and box offsets per crop."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
-        if size == 24:
-            self.features = _stage(("conv1", nn.Conv2d(3, 28, 3)), ("prelu1", nn.PReLU(28)),
-                                   ("pool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
-                                   ("conv2", nn.Conv2d(28, 48, 3)), ("prelu2", nn.PReLU(48)),
-                                   ("pool2", nn.MaxPool2d(3, 2, ceil_mode=True)),
-                                   ("conv3", nn.Conv2d(48, 64, 2)), ("prelu3", nn.PReLU(64)))
-            self.head = _stage(("dense4", nn.Linear(576, 128)), ("prelu4", nn.PReLU(128)))
-            self.prob, self.offsets = nn.Linear(128, 2), nn.Linear(128, 4)
-        else:
-            self.features = _stage(("conv1", nn.Conv2d(3, 32, 3)), ("prelu1", nn.PReLU(32)),
-                                   ("pool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
-                                   ("conv2", nn.Conv2d(32, 64, 3)), ("prelu2", nn.PReLU(64)),
-                                   ("pool2", nn.MaxPool2d(3, 2, ceil_mode=True)),
-                                   ("conv3", nn.Conv2d(64, 64, 3)), ("prelu3", nn.PReLU(64)),
-                                   ("pool3", nn.MaxPool2d(2, 2, ceil_mode=True)),
-                                   ("conv4", nn.Conv2d(64, 128, 2)), ("prelu4", nn.PReLU(128)))
-            self.head = _stage(("dense5", nn.Linear(1152, 256)), ("prelu5", nn.PReLU(256)))
-            self.prob, self.offsets = nn.Linear(256, 2), nn.Linear(256, 4)
+        channels, kernels, pools, width = _REFINE_STAGES[size]
+        layers: list[tuple[str, nn.Module]] = []
+        side = size
+        for i, (c_in, c_out, kernel) in enumerate(zip(channels, channels[1:], kernels), start=1):
+            layers += [(f"conv{i}", nn.Conv2d(c_in, c_out, kernel)), (f"prelu{i}", nn.PReLU(c_out))]
+            side -= kernel - 1
+            if i <= len(pools):
+                layers.append((f"pool{i}", nn.MaxPool2d(pools[i - 1], 2, ceil_mode=True)))
+                side = math.ceil((side - pools[i - 1]) / 2) + 1
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.convs = len(kernels)  # the published names: dense{convs+1}, then dense{convs+2}_1/_2
+        self.head = nn.Sequential(OrderedDict([(f"dense{self.convs + 1}", nn.Linear(channels[-1] * side * side, width)),
+                                               (f"prelu{self.convs + 1}", nn.PReLU(width))]))
+        self.prob, self.offsets = nn.Linear(width, 2), nn.Linear(width, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the weights come from a channels-last framework: flatten as (w, h, c)
@@ -102,8 +100,8 @@ class _RefineNet(nn.Module):
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         """Load the published key names (conv*, prelu*, dense*; ``_1`` probability, ``_2`` offsets)."""
-        last = "dense5" if self.size == 24 else "dense6"
-        head = {"dense4", "prelu4"} if self.size == 24 else {"dense5", "prelu5"}
+        last = f"dense{self.convs + 2}"
+        head = {f"dense{self.convs + 1}", f"prelu{self.convs + 1}"}
         rename = {f"{last}_1": "prob", f"{last}_2": "offsets"}
         mapped = {}
         for key, value in state.items():

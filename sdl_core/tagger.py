@@ -15,7 +15,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from PIL import Image
 
 from .diversity import diverse_top_k
@@ -140,7 +139,7 @@ class _Request:
     tag_tensor: torch.Tensor
     approximate: np.ndarray
     typed_rows: list[int]
-    #: (classes, N) 0/1: each base row's evidence classes (sdl_core.evidence_gate), or None
+    #: (classes, base rows) 0/1: each vocabulary row's evidence classes (sdl_core.evidence_gate), or None
     evidence: torch.Tensor | None = None
 
 
@@ -169,7 +168,7 @@ class Tagger:
         self._vocab_tensor = torch.from_numpy(vocabulary.vectors).to(self.device)
         #: min_seen_evidence (see sdl_core.conse): 0 shows seen tags on their scores alone
         self._gate = float(self.config.extra.get("min_seen_evidence") or 0.0)
-        self._evidence = evidence_matrix(vocabulary, len(vocabulary)) if self._gate > 0 else None
+        self._evidence = evidence_matrix(vocabulary) if self._gate > 0 else None
         if isinstance(optimize, InferenceOptions):
             options = optimize
         else:
@@ -229,15 +228,13 @@ class Tagger:
         base_tensor = self._vocab_tensor if base is self.vocabulary else torch.from_numpy(base.vectors).to(self.device)
         tensor = torch.cat([base_tensor, torch.from_numpy(vectors[found]).to(self.device)]) if added else base_tensor
         return _Request(tags, seen, typed_flags, missing, tensor, approximate, typed_rows,
-                        self._request_evidence(base, len(tags)))
+                        self._request_evidence(base))
 
-    def _request_evidence(self, base: Vocabulary, rows: int) -> torch.Tensor | None:
-        """The evidence matrix for a request's rows (the model's own vocabulary's is built once)."""
+    def _request_evidence(self, base: Vocabulary) -> torch.Tensor | None:
+        """The evidence matrix of a request's vocabulary (the model's own is built once)."""
         if self._gate <= 0:
             return None
-        if base is not self.vocabulary or self._evidence is None:
-            return evidence_matrix(base, rows)
-        return F.pad(self._evidence, (0, rows - self._evidence.shape[1]))
+        return self._evidence if base is self.vocabulary else evidence_matrix(base)
 
     # -- inference ------------------------------------------------------------------
     def encode(self, images: Sequence[Image.Image], with_maps: bool = False) -> Encoded:

@@ -73,8 +73,8 @@ def test_unsupported_is_a_threshold_on_peak_mass():
 
 def test_evidence_matrix_and_typed_rows(tagger):
     vocab = tagger.vocabulary
-    matrix = evidence_matrix(vocab, len(vocab) + 2)
-    assert matrix.shape[1] == len(vocab) + 2 and matrix[:, -2:].sum() == 0  # typed additions: none
+    matrix = evidence_matrix(vocab)
+    assert matrix.shape[1] == len(vocab)  # the vocabulary's rows; a request's typed additions come after
     assert matrix[:, vocab.index("cat")].sum() > 10 and matrix[:, vocab.index("sky")].sum() == 0
     encoded = Encoded(vectors=torch.zeros(1, 1, 2))
     encoded.class_peaks = torch.zeros(1, 1000)  # the classifier saw nothing
@@ -82,6 +82,7 @@ def test_evidence_matrix_and_typed_rows(tagger):
     typed[vocab.index("drum")] = True
     hidden = unsupported(matrix, encoded, 0.01, typed)[0]
     assert hidden[vocab.index("cat")] and not hidden[vocab.index("drum")] and not hidden[vocab.index("sky")]
+    assert hidden.shape[0] == len(vocab) + 2 and not hidden[-2:].any()  # typed additions: never hidden
 
 
 def test_select_and_checkpoint_keep_the_evidence(tagger, tmp_path):
