@@ -182,17 +182,6 @@ def build_vocabulary(synsets: dict[str, Synset], classes: list[str], first_sense
     return dv.CleanedVocabulary(kept, (seen - pixel_words) & set(kept), {**dropped, **more})
 
 
-def read_noun_senses(folder: Path) -> dict[str, list[str]]:
-    """Noun lemma (spaces, lower case) -> offsets of all its senses, most frequent first."""
-    senses = {}
-    with (folder / "index.noun").open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.startswith("  "):
-                fields = line.split()
-                senses[fields[0].replace("_", " ")] = fields[-int(fields[2]):]
-    return senses
-
-
 def evidence_classes(tags: list[str], seen: set[str], synsets: dict[str, Synset], classes: list[str],
                      senses: dict[str, list[str]], exceptions: dict[str, str]) -> dict[str, list[int]]:
     """For each seen tag, the classifier's classes that are evidence for it: the classes it (in a
@@ -257,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             "names": json.dumps([synsets[c].lemmas[0] for c in classes])}
     save_file({"class_vectors": vectors}, str(args.out / "class_vectors.safetensors"), metadata=meta)
     write_vocabulary(args.out, vocab)
-    evidence = evidence_classes(vocab.tags, vocab.seen, synsets, classes, read_noun_senses(args.wordnet),
+    evidence = evidence_classes(vocab.tags, vocab.seen, synsets, classes, dv.read_noun_senses(args.wordnet),
                                 read_noun_exceptions(args.wordnet))
     (args.out / "seen_classes.json").write_text(json.dumps(evidence, separators=(",", ":")) + "\n", encoding="utf-8")
     for reason, dropped in vocab.dropped.items():

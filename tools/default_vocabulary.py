@@ -101,17 +101,21 @@ def read_words(path: Path = WORDS) -> list[str]:
     return [w for w in (line.split("#", 1)[0].strip().lower() for line in lines) if w]
 
 
-def read_first_senses(folder: Path) -> dict[str, str]:
-    """Noun lemma (spaces, lower case) -> offset of its first (most frequent) WordNet sense."""
-    first = {}
+def read_noun_senses(folder: Path) -> dict[str, list[str]]:
+    """Noun lemma (spaces, lower case) -> offsets of all its senses, most frequent first (``index.noun``)."""
+    senses = {}
     with (folder / "index.noun").open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
             if line.startswith("  "):
                 continue  # licence header
             fields = line.split()
-            n_synsets = int(fields[2])
-            first[fields[0].replace("_", " ")] = fields[-n_synsets]
-    return first
+            senses[fields[0].replace("_", " ")] = fields[-int(fields[2]):]
+    return senses
+
+
+def read_first_senses(folder: Path) -> dict[str, str]:
+    """Noun lemma (spaces, lower case) -> offset of its first (most frequent) WordNet sense."""
+    return {lemma: offsets[0] for lemma, offsets in read_noun_senses(folder).items() if offsets}
 
 
 def merge_plurals(words: Sequence[str], preferred: Iterable[str],

@@ -168,7 +168,7 @@ def test_build_tool_reproduces_shipped_class_vectors():
     shipped_evidence = json.loads(SEEN_CLASSES.read_text(encoding="utf-8"))
     tags = ["drum", "cat", "plants", "person"]
     fresh_evidence = tool.evidence_classes(tags, {"drum", "cat", "plants", "person"}, synsets, classes,
-                                           tool.read_noun_senses(WORDNET), tool.read_noun_exceptions(WORDNET))
+                                           tool.dv.read_noun_senses(WORDNET), tool.read_noun_exceptions(WORDNET))
     assert fresh_evidence == {t: shipped_evidence[t] for t in tags[:3]}  # person reads the face channel
     levels = tool.hypernym_levels(synsets, classes[971], 3)
     assert [[tool.sense_name(synsets[h], first_sense) for h in level] for level in levels] == [["globule"], [None], [None]]
